@@ -1,0 +1,5 @@
+"""python -m cluster: the clusterctl command line."""
+
+from cluster.cli.main import run
+
+run()

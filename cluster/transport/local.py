@@ -1,0 +1,83 @@
+"""The local transport: the same operations, run on this machine as subprocesses.
+
+Commands run from the user's home directory, as they would after an ssh login, so a
+relative ``run_dir`` means the same thing for both transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from cluster.errors import TransportError
+from cluster.transport.base import CommandResult, Transport
+
+
+class LocalTransport(Transport):
+    async def connect(self) -> float:
+        return 0.0
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = 60.0,
+        stdin: str | None = None,
+        check: bool = False,
+    ) -> CommandResult:
+        start = time.monotonic()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=Path.home(),
+            )
+        except OSError as exc:
+            raise TransportError(self.name, f"cannot run {argv[0]}: {exc.strerror}") from exc
+        try:
+            out, err = await asyncio.wait_for(
+                process.communicate(stdin.encode() if stdin is not None else None), timeout
+            )
+        except TimeoutError as exc:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise TransportError(self.name, f"{argv[0]} did not finish within {timeout}s") from exc
+        status = process.returncode if process.returncode is not None else 255
+        result = CommandResult(
+            host=self.name,
+            argv=list(argv),
+            exit_status=128 - status if status < 0 else status,
+            stdout=out.decode("utf-8", "replace"),
+            stderr=err.decode("utf-8", "replace"),
+            elapsed_s=time.monotonic() - start,
+        )
+        return result.check() if check else result
+
+    async def stream(self, argv: Sequence[str]) -> AsyncIterator[str]:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=Path.home(),
+        )
+        assert process.stdout is not None
+        try:
+            async for line in process.stdout:
+                yield line.decode("utf-8", "replace").rstrip("\n")
+        finally:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+
+    async def open_tunnel(self, remote_host: str, remote_port: int) -> tuple[str, int]:
+        return ("127.0.0.1" if remote_host in ("0.0.0.0", "") else remote_host), remote_port
+
+    async def close(self) -> None:
+        return None
