@@ -112,9 +112,10 @@ class Store:
     def migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
-            with self._tx():
-                self._db.executescript(_SCHEMA)
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # One script, one transaction: a crash mid-migration leaves the old version.
+            self._db.executescript(
+                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+            )
 
     def close(self) -> None:
         self._db.close()

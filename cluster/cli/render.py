@@ -1,0 +1,91 @@
+"""Tables for people (rich). Programs use ``--json`` instead."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from cluster.config.loader import Sources
+from cluster.config.models import Inventory, Profile, format_split
+from cluster.config.resolve import Device
+from cluster.orchestration.control import ComponentStatus, DownReport
+from cluster.orchestration.health import Check, Level
+
+_STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "bold red"}
+
+
+def health(console: Console, checks: list[Check]) -> None:
+    table = Table(title="health", title_justify="left")
+    for column in ("host", "check", "", "value", "detail"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        style = _STYLE[check.level]
+        table.add_row(check.host, check.name, f"[{style}]{check.level.value}[/]", check.value, check.detail)
+    console.print(table)
+    counts = {level: sum(1 for c in checks if c.level is level) for level in Level}
+    console.print(f"{counts[Level.OK]} ok, {counts[Level.WARN]} warn, {counts[Level.FAIL]} fail")
+
+
+def status(console: Console, rows: list[ComponentStatus], unreachable: dict[str, str]) -> None:
+    table = Table(title="status", title_justify="left")
+    for column in ("host", "component", "pid", "state", "port", "profile", "split", "uptime", "health"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.host, row.component, str(row.pid), "running" if row.alive else "dead",
+            str(row.port or "-"), row.profile or "-", row.split or "-", f"{row.uptime_s}s", row.health,
+        )
+    if not rows:
+        console.print("nothing runs")
+    else:
+        console.print(table)
+    for host, reason in unreachable.items():
+        console.print(f"[red]{host}: unreachable: {reason}[/]")
+
+
+def down(console: Console, report: DownReport) -> None:
+    acted = [o for o in report.stopped if o.word not in ("absent",)]
+    for outcome in acted:
+        pid = f" pid {outcome.pid}" if outcome.pid else ""
+        console.print(f"{outcome.host}: {outcome.name}: {outcome.word}{pid}")
+    if not acted and not report.unreachable:
+        console.print("nothing was running")
+    for host, reason in report.unreachable.items():
+        console.print(f"[red]{host}: unreachable: {reason}[/]")
+
+
+def config(
+    console: Console, inventory: Inventory, sources: Sources, profiles: list[tuple[Profile, list[Device]]]
+) -> None:
+    console.print(f"config file : {sources.config_file}")
+    console.print(f"playbooks   : {sources.playbooks_dir}")
+    console.print(f"state dir   : {sources.state_dir}")
+    console.print(f"cluster     : {inventory.cluster.name} (head {inventory.cluster.head})")
+    hosts = Table(title="hosts", title_justify="left")
+    for column in ("host", "transport", "reach", "link", "rpc", "binaries", "run dir"):
+        hosts.add_column(column, overflow="fold")
+    for host in inventory.hosts.values():
+        reach = "local" if host.transport == "local" else (
+            f"{host.user + '@' if host.user else ''}{host.ssh_target or host.name}"
+            + (f":{host.ssh_port}" if host.ssh_port else "")
+            + (" (host key NOT checked)" if host.insecure_skip_host_key_check else "")
+        )
+        prefix = " ".join(host.command_prefix)
+        hosts.add_row(
+            host.name, host.transport, reach, f"{host.link_interface} {host.link_address}",
+            str(host.rpc_port), (prefix + " " if prefix else "") + host.llama_bin_dir, host.run_dir,
+        )
+    console.print(hosts)
+    table = Table(title="profiles", title_justify="left")
+    for column in ("profile", "model", "devices (split)", "ctx", "np", "fa", "dio", "timeouts"):
+        table.add_column(column, overflow="fold")
+    for profile, devices in profiles:
+        layout = ", ".join(f"{d.label}@{d.host}={d.proportion:g}" for d in devices)
+        table.add_row(
+            profile.name, profile.model, f"{layout} ({format_split(profile.tensor_split)})",
+            str(profile.ctx_size), str(profile.parallel), profile.flash_attn,
+            "on" if profile.direct_io else "off",
+            f"load {profile.load_timeout_s:g}s stall {profile.stall_timeout_s:g}s x{profile.retries + 1}",
+        )
+    console.print(table)
+    console.print(f"{len(profiles)} profile(s) valid")

@@ -1,0 +1,1 @@
+"""What clusterctl knows about llama.cpp: capabilities, commands, logs, models, HTTP."""

@@ -1,0 +1,85 @@
+"""A small async client for llama-server's HTTP API (health, props, completion).
+
+httpx errors are mapped to ``cluster.errors.HTTPError`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from cluster.errors import HTTPError
+
+
+@dataclass(frozen=True)
+class HealthState:
+    status_code: int | None  # None: nothing answered
+    body: str
+
+    @property
+    def ready(self) -> bool:
+        return self.status_code == 200
+
+    @property
+    def loading(self) -> bool:
+        return self.status_code == 503
+
+
+class LlamaClient:
+    def __init__(
+        self, base_url: str, api_key: SecretStr | None = None, timeout_s: float = 30.0
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key else {}
+        self.base_url = base_url
+        self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s)
+
+    async def health(self) -> HealthState:
+        """GET /health; a connection failure is a state (nothing answered), not an error."""
+        try:
+            response = await self._http.get("/health", timeout=5.0)
+        except httpx.TransportError as exc:
+            return HealthState(None, type(exc).__name__)
+        return HealthState(response.status_code, response.text[:200])
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise HTTPError(f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            raise HTTPError(
+                f"{method} {self.base_url}{path}: HTTP {response.status_code}: "
+                f"{response.text[:200]}"
+            )
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise HTTPError(f"{method} {self.base_url}{path}: answer is not JSON") from exc
+        if not isinstance(data, dict):
+            raise HTTPError(f"{method} {self.base_url}{path}: answer is not a JSON object")
+        return data
+
+    async def props(self) -> dict[str, Any]:
+        return await self._json("GET", "/props")
+
+    async def completion(self, prompt: str, n_predict: int = 8, **extra: Any) -> dict[str, Any]:
+        body = {"prompt": prompt, "n_predict": n_predict, "cache_prompt": False, **extra}
+        return await self._json("POST", "/completion", json=body)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> LlamaClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,221 @@
+"""Gathering the facts of every host, concurrently, over the hosts' transports.
+
+``gather`` runs the fact commands of ``cluster.facts`` on each host and returns one
+``HostFacts`` per host; a host that cannot be reached is a record with its error, not an
+exception. Judging the facts is ``cluster.orchestration.health``'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+
+from cluster import facts
+from cluster.config.models import HostConfig, Inventory
+from cluster.errors import ClusterError
+from cluster.llamacpp.capabilities import BuildVersion, parse_rpc_banner, parse_version
+from cluster.orchestration import processes
+from cluster.transport.base import Transport
+from cluster.transport.pool import HostPool
+
+IPERF_PORT = 5201
+RPC_PROBE_PORT_OFFSET = 1000
+
+
+@dataclass
+class PathFacts:
+    """What the head sees of the way to one worker's link address."""
+
+    worker: str
+    route: facts.Route
+    rtt_ms: float | None = None
+    throughput_bps: float | None = None
+    throughput_note: str = ""
+
+
+@dataclass
+class HostFacts:
+    host: HostConfig
+    ssh_s: float | None = None
+    error: str | None = None
+    link: facts.LinkState | None = None
+    memory: facts.Memory | None = None
+    listeners: list[facts.Listener] = field(default_factory=list)
+    servers: list[tuple[int, str]] = field(default_factory=list)
+    binaries: frozenset[str] = frozenset()
+    has_stdbuf: bool = False
+    has_iperf: bool = False
+    version: BuildVersion | None = None
+    rpc_protocol: str | None = None
+    rpc_probe_note: str = ""
+    managed: list[processes.ManagedProcess] = field(default_factory=list)
+    paths: list[PathFacts] = field(default_factory=list)
+    files: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
+
+    @property
+    def rpc_binary(self) -> str | None:
+        for name in ("ggml-rpc-server", "rpc-server"):
+            if name in self.binaries:
+                return name
+        return None
+
+
+def tool_argv(host: HostConfig, binary: str, *args: str, line_buffered: bool = False) -> list[str]:
+    """argv for a llama.cpp binary on a host: container prefix, env, stdbuf, binary, args."""
+    stdbuf = ["stdbuf", "-oL", "-eL"] if line_buffered else []
+    return processes.with_env(
+        [*stdbuf, f"{host.llama_bin_dir}/{binary}", *args], host.env, host.command_prefix
+    )
+
+
+async def _probe_rpc_protocol(transport: Transport, found: HostFacts) -> None:
+    """Start the rpc binary on loopback for a moment and read its banner's version."""
+    host = found.host
+    binary = found.rpc_binary
+    if binary is None:
+        return
+    port = str(host.rpc_port + RPC_PROBE_PORT_OFFSET)
+    argv = ["timeout", "-s", "INT", "4", *tool_argv(host, binary, "-H", "127.0.0.1", "-p", port,
+                                                    line_buffered=found.has_stdbuf)]
+    result = await transport.run(argv, timeout=30)
+    try:
+        found.rpc_protocol = parse_rpc_banner(result.stdout + result.stderr).protocol_version
+    except ValueError:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        found.rpc_probe_note = lines[-1] if lines else f"exit {result.exit_status}, no banner"
+
+
+async def _gather_one(transport: Transport, want_rpc_probe: bool) -> HostFacts:
+    host = transport.host
+    found = HostFacts(host)
+    start = time.monotonic()
+    try:
+        await transport.connect()
+        await transport.run(["true"], check=True)
+    except ClusterError as exc:
+        found.error = str(exc).split(": ", 1)[-1]
+        return found
+    found.ssh_s = time.monotonic() - start
+
+    async def link() -> None:
+        result = await transport.run(facts.link_command(host.link_interface))
+        found.link = facts.parse_link(host.link_interface, result.exit_status, result.stdout)
+
+    async def memory() -> None:
+        found.memory = facts.parse_memory((await transport.run(facts.memory_command())).stdout)
+
+    async def listeners() -> None:
+        found.listeners = facts.parse_listeners(
+            (await transport.run(facts.listeners_command())).stdout
+        )
+
+    async def servers() -> None:
+        found.servers = facts.parse_processes(
+            (await transport.run(facts.processes_command())).stdout
+        )
+
+    async def binaries() -> None:
+        result = await transport.run(
+            [*host.command_prefix, *facts.binaries_command(host.llama_bin_dir)]
+        )
+        found.binaries = facts.parse_binaries(result.stdout)
+        tools = await transport.run(["sh", "-c", "command -v stdbuf; command -v iperf3; exit 0"])
+        found.has_stdbuf = "stdbuf" in tools.stdout
+        found.has_iperf = "iperf3" in tools.stdout
+        if "llama-server" in found.binaries:
+            version = await transport.run(tool_argv(host, "llama-server", "--version"))
+            found.version = parse_version(version.stdout + version.stderr)
+        if want_rpc_probe:
+            await _probe_rpc_protocol(transport, found)
+
+    async def managed() -> None:
+        found.managed = await processes.list_managed(transport, host.run_dir)
+
+    await asyncio.gather(link(), memory(), listeners(), servers(), binaries(), managed())
+    return found
+
+
+async def _paths_from_head(
+    pool: HostPool, head: HostFacts, workers: list[HostFacts], measure_throughput: bool
+) -> None:
+    """Route, round trip and (where iperf3 exists on both ends) throughput head -> worker."""
+    transport = pool[head.name]
+    for worker in workers:
+        destination = str(worker.host.link_address)
+        result = await transport.run(facts.route_command(destination))
+        path = PathFacts(
+            worker.name,
+            facts.parse_route(destination, result.exit_status, result.stdout, result.stderr),
+        )
+        head.paths.append(path)
+        ping = await transport.run(
+            facts.ping_command(destination, head.host.link_interface), timeout=15
+        )
+        path.rtt_ms = facts.parse_ping(ping.stdout)
+        if not measure_throughput:
+            path.throughput_note = "not measured (--quick)"
+        elif not (head.has_iperf and worker.has_iperf):
+            path.throughput_note = "iperf3 missing on " + (worker.name if head.has_iperf else head.name)
+        else:
+            await _iperf(pool, head, worker, path)
+
+
+async def _iperf(pool: HostPool, head: HostFacts, worker: HostFacts, path: PathFacts) -> None:
+    server = pool[worker.name]
+    bind = str(worker.host.link_address)
+    spawned = await processes.spawn(
+        server, worker.host.run_dir, "iperf3", facts.iperf_server_command(bind, IPERF_PORT),
+        {"component": "iperf3"},
+    )
+    try:
+        for _ in range(50):
+            poll = await processes.poll_log(server, worker.host.run_dir, "iperf3", 0)
+            if "listening" in poll.new_text.lower() or not poll.alive:
+                break
+            await asyncio.sleep(0.1)
+        client = await pool[head.name].run(
+            facts.iperf_client_command(bind, str(head.host.link_address), IPERF_PORT), timeout=30
+        )
+        path.throughput_bps = facts.parse_iperf(client.stdout)
+        if path.throughput_bps is None:
+            path.throughput_note = _first_error(client.stdout + client.stderr)
+    finally:
+        await processes.stop(server, worker.host.run_dir, "iperf3", grace_s=2)
+        del spawned
+
+
+def _first_error(text: str) -> str:
+    match = re.search(r'"error":\s*"([^"]+)"', text)
+    return match.group(1) if match else (text.strip().splitlines() or ["no output"])[-1]
+
+
+async def gather(
+    pool: HostPool,
+    inventory: Inventory,
+    names: list[str],
+    *,
+    model_paths: list[str] | None = None,
+    measure_throughput: bool = True,
+    probe_rpc: bool = True,
+) -> dict[str, HostFacts]:
+    """Facts of every named host; the head also measures its path to each other host."""
+    results = await asyncio.gather(*(_gather_one(pool[name], probe_rpc) for name in names))
+    found = {f.name: f for f in results}
+    head = found.get(inventory.cluster.head)
+    if head is not None and head.reachable:
+        workers = [f for f in results if f.name != head.name and f.reachable]
+        await _paths_from_head(pool, head, workers, measure_throughput)
+        if model_paths:
+            sizes = await pool[head.name].run(facts.file_sizes_command(model_paths))
+            head.files = facts.parse_file_sizes(sizes.stdout)
+    return found

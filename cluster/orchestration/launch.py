@@ -1,0 +1,347 @@
+"""Bringing a profile to serving: rpc-servers, llama-server, a load watchdog, retries.
+
+One attempt: start an rpc-server on each of the profile's rpc hosts, bound to its link
+address, and wait for its banner and port; then start llama-server on the head and watch
+the load. The watchdog declares a hang when nothing moves (no new log output and no
+traffic on the head's link) for the profile's stall timeout, a timeout when the whole load
+takes longer than the load timeout, and a crash when a component exits; a crash is
+classified from its exit status and log signatures. Ready means ``/health`` answers 200
+and one small completion comes back.
+
+After a failed attempt the log tails of every component are kept in the store, everything
+is stopped (SIGTERM, then SIGKILL; a process that survives both is reported) and, unless
+the failure cannot change by retrying (a version mismatch, a missing model, a taken port,
+an allocation that does not fit), the next attempt starts after a backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from cluster.config.models import HostConfig, Inventory, Profile, format_split
+from cluster.config.resolve import Device, devices_for, serving_hosts
+from cluster.errors import ClusterError, ConfigError, LaunchError
+from cluster.llamacpp import commands
+from cluster.llamacpp.capabilities import parse_rpc_banner
+from cluster.llamacpp.client import LlamaClient
+from cluster.llamacpp.logs import Classification, FailureClass, LoadProgress, classify
+from cluster.orchestration import processes
+from cluster.orchestration.control import LLAMA_SERVER, RPC_SERVER, stop_components
+from cluster.orchestration.discovery import HostBuild, detect_builds
+from cluster.store import Store
+from cluster.transport.pool import HostPool
+
+log = structlog.get_logger(__name__)
+
+POLL_S = 0.5
+RPC_START_TIMEOUT_S = 30.0
+# Link traffic below this per poll is chatter (keepalives, zero-window probes), not load.
+LINK_PROGRESS_BYTES = 64 * 1024
+NOT_RETRYABLE = {
+    FailureClass.VERSION_MISMATCH,
+    FailureClass.MODEL_MISSING,
+    FailureClass.PORT_IN_USE,
+    FailureClass.ALLOC_FAILURE,
+}
+
+
+class AttemptFailed(Exception):
+    """One attempt ended without serving; carries the classified cause."""
+
+    def __init__(self, failure: FailureClass, evidence: str, component: str = "") -> None:
+        super().__init__(f"{failure.value}: {evidence}")
+        self.failure = failure
+        self.evidence = evidence
+        self.component = component
+
+
+@dataclass
+class LaunchResult:
+    run_id: int
+    endpoint: str
+    attempts: int
+    load_seconds: float
+    split: str
+    builds: dict[str, dict[str, Any]]
+    survivors: list[str] = field(default_factory=list)
+
+
+def _link_counter_argv(interface: str) -> list[str]:
+    base = f"/sys/class/net/{interface}/statistics"
+    return ["cat", f"{base}/rx_bytes", f"{base}/tx_bytes"]
+
+
+class Launcher:
+    """Runs the attempts of one ``up`` and records them."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        profile: Profile,
+        pool: HostPool,
+        store: Store,
+        *,
+        split: list[float] | None = None,
+        environ: dict[str, str] | None = None,
+        say: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.inventory = inventory
+        self.profile = profile
+        self.pool = pool
+        self.store = store
+        self.split = profile.tensor_split if split is None else split
+        self.devices: list[Device] = devices_for(inventory, profile, self.split)
+        self.head = inventory.head
+        self.rpc_hosts = [inventory.hosts[name] for name in profile.rpc_hosts]
+        self.hosts = serving_hosts(inventory, profile)
+        self.api_key = profile.api_key(environ or {})
+        self.say = say
+        self.host_builds: dict[str, HostBuild] = {}
+        self.builds: dict[str, dict[str, Any]] = {}
+
+    # --- one attempt ------------------------------------------------------------------
+
+    async def _start_rpc_server(self, host: HostConfig, meta: dict[str, Any]) -> None:
+        transport = self.pool[host.name]
+        build = self.host_builds[host.name]
+        argv = commands.rpc_server_argv(
+            host, build.caps, cache=self.profile.rpc_cache, line_buffered=False
+        )
+        full = launch_argv(host, argv, commands.rpc_server_env(host), build.line_buffer)
+        await processes.spawn(transport, host.run_dir, RPC_SERVER, full, {**meta, "argv": full})
+        deadline = time.monotonic() + RPC_START_TIMEOUT_S
+        progress_text = ""
+        while time.monotonic() < deadline:
+            poll = await processes.poll_log(transport, host.run_dir, RPC_SERVER, 0)
+            progress_text = poll.new_text
+            if not poll.alive:
+                verdict = classify(poll.exit_status, _signal_of(poll.exit_status), poll.new_text)
+                raise AttemptFailed(verdict.cls, f"rpc-server on {host.name} exited: {_evidence(verdict)}", RPC_SERVER)
+            protocol = _banner_protocol(poll.new_text)
+            if protocol is not None:
+                self.builds.setdefault(host.name, {})["rpc_protocol"] = protocol
+            if (protocol is not None or not build.line_buffer) and await self._listening(host):
+                return
+            await asyncio.sleep(0.2)
+        tail = progress_text.strip().splitlines()[-1:] or ["no output"]
+        raise AttemptFailed(
+            FailureClass.TIMEOUT,
+            f"rpc-server on {host.name} did not listen on {host.rpc_endpoint} within "
+            f"{RPC_START_TIMEOUT_S:.0f}s ({tail[0]})",
+            RPC_SERVER,
+        )
+
+    async def _listening(self, host: HostConfig) -> bool:
+        result = await self.pool[host.name].run(["ss", "-H", "-t", "-l", "-n", "src", str(host.link_address)])
+        return any(line.split()[3].endswith(f":{host.rpc_port}") for line in result.stdout.splitlines() if len(line.split()) > 3)
+
+    def _check_protocols(self) -> None:
+        protocols = {name: b.get("rpc_protocol") for name, b in self.builds.items() if b.get("rpc_protocol")}
+        if len(set(protocols.values())) > 1:
+            listing = ", ".join(f"{name} {version}" for name, version in sorted(protocols.items()))
+            raise AttemptFailed(FailureClass.VERSION_MISMATCH, f"RPC protocol differs: {listing}", RPC_SERVER)
+
+    async def _start_llama_server(self, meta: dict[str, Any]) -> None:
+        head = self.head
+        build = self.host_builds[head.name]
+        endpoints = [host.rpc_endpoint for host in self.rpc_hosts]
+        try:
+            argv = commands.llama_server_argv(
+                self.profile, endpoints, self.split, build.caps,
+                head=head, model_path=self.profile.model, api_key=self.api_key,
+            )
+        except commands.MissingCapabilityError as exc:
+            raise ConfigError(str(exc), file=f"playbooks/{self.profile.name}.toml") from None
+        full = launch_argv(head, argv, dict(head.env), build.line_buffer)
+        await processes.spawn(
+            self.pool[head.name], head.run_dir, LLAMA_SERVER, full,
+            {**meta, "argv": commands.redact(full)},
+        )
+
+    async def _link_bytes(self) -> int:
+        result = await self.pool[self.head.name].run(_link_counter_argv(self.head.link_interface))
+        return sum(int(value) for value in result.stdout.split() if value.isdigit())
+
+    async def _watch_load(self, client: LlamaClient) -> float:
+        """Wait until /health is 200; raise AttemptFailed on hang, timeout or crash."""
+        profile = self.profile
+        head = self.head
+        start = last_progress = time.monotonic()
+        offset = 0
+        progress = LoadProgress()
+        link_seen = await self._link_bytes()
+        while True:
+            await asyncio.sleep(POLL_S)
+            now = time.monotonic()
+            poll = await processes.poll_log(self.pool[head.name], head.run_dir, LLAMA_SERVER, offset)
+            if poll.new_text:
+                offset += len(poll.new_text.encode())
+                progress.feed(poll.new_text)
+                last_progress = now
+            link_now = await self._link_bytes()
+            if link_now - link_seen >= LINK_PROGRESS_BYTES:
+                last_progress = now
+            link_seen = link_now
+            if not poll.alive:
+                tail = await processes.log_tail(self.pool[head.name], head.run_dir, LLAMA_SERVER)
+                verdict = classify(poll.exit_status, _signal_of(poll.exit_status), tail)
+                raise AttemptFailed(verdict.cls, f"llama-server exited ({poll.exit_status}): {_evidence(verdict)}", LLAMA_SERVER)
+            fatal = progress.fatal
+            if fatal is not None:
+                raise AttemptFailed(fatal.cls, f"llama-server logged: {_evidence(fatal)}", LLAMA_SERVER)
+            await self._check_rpc_alive()
+            health = await client.health()
+            if health.ready:
+                return now - start
+            if now - last_progress > profile.stall_timeout_s:
+                stage = progress.phase.value if progress.progress_marks else "before any log output"
+                verdict = classify(None, None, "", hung=True)
+                raise AttemptFailed(
+                    verdict.cls,
+                    f"no load progress for {now - last_progress:.1f}s (stall timeout "
+                    f"{profile.stall_timeout_s:g}s), last stage: {stage}",
+                    LLAMA_SERVER,
+                )
+            if now - start > profile.load_timeout_s:
+                verdict = classify(None, None, "", timed_out=True)
+                raise AttemptFailed(verdict.cls, f"load took over {profile.load_timeout_s:g}s", LLAMA_SERVER)
+
+    async def _check_rpc_alive(self) -> None:
+        for host in self.rpc_hosts:
+            poll = await processes.poll_log(self.pool[host.name], host.run_dir, RPC_SERVER, 1 << 62)
+            if not poll.alive:
+                tail = await processes.log_tail(self.pool[host.name], host.run_dir, RPC_SERVER)
+                verdict = classify(poll.exit_status, _signal_of(poll.exit_status), tail)
+                raise AttemptFailed(
+                    verdict.cls if verdict.cls is not FailureClass.UNKNOWN else FailureClass.TRANSPORT_DROP,
+                    f"rpc-server on {host.name} exited ({poll.exit_status}): {_evidence(verdict)}",
+                    RPC_SERVER,
+                )
+
+    async def _confirm(self, client: LlamaClient) -> None:
+        try:
+            answer = await client.completion("Hello", n_predict=4)
+        except ClusterError as exc:
+            raise AttemptFailed(FailureClass.HTTP_ERROR, str(exc), LLAMA_SERVER) from exc
+        if "content" not in answer:
+            raise AttemptFailed(FailureClass.HTTP_ERROR, "completion answer has no content", LLAMA_SERVER)
+
+    async def _log_tails(self) -> dict[str, str]:
+        tails = {}
+        for host in self.hosts:
+            for name in (RPC_SERVER, LLAMA_SERVER):
+                tail = await processes.log_tail(self.pool[host.name], host.run_dir, name)
+                if tail:
+                    tails[f"{host.name}/{name}"] = tail
+        return tails
+
+    async def _attempt(self, run_id: int, number: int) -> float:
+        meta = {
+            "profile": self.profile.name,
+            "split": format_split(self.split),
+            "run_id": run_id,
+            "attempt": number,
+            "started_at": time.time(),
+        }
+        await asyncio.gather(*(self._start_rpc_server(host, {**meta, "port": host.rpc_port}) for host in self.rpc_hosts))
+        self._check_protocols()
+        self.store.event(run_id, "rpc_servers_up", attempt=number, builds=self.builds)
+        await self._start_llama_server({**meta, "port": self.profile.port, "bind": self.profile.bind_host})
+        address = await self.pool[self.head.name].open_tunnel(self.profile.bind_host, self.profile.port)
+        async with LlamaClient(f"http://{address[0]}:{address[1]}", self.api_key, self.profile.ready_timeout_s) as client:
+            load_seconds = await self._watch_load(client)
+            self.store.event(run_id, "loaded", attempt=number, load_seconds=load_seconds)
+            await self._confirm(client)
+        return load_seconds
+
+    # --- the whole launch ---------------------------------------------------------------
+
+    async def stop_all(self) -> list[str]:
+        """Stop every component on the serving hosts; describe any that survived."""
+        outcomes = await stop_components(self.pool, self.hosts)
+        return [f"{o.name} on {o.host} (pid {o.pid})" for o in outcomes if o.survived]
+
+    async def up(self) -> LaunchResult:
+        profile = self.profile
+        split_text = format_split(self.split)
+        self.host_builds = await detect_builds(self.pool, self.hosts)
+        for name, build in self.host_builds.items():
+            self.builds[name] = {"commit": build.caps.commit, "rpc_binary": build.caps.rpc_binary}
+        config = {
+            "profile": profile.model_dump(mode="json"),
+            "split": split_text,
+            "devices": [vars(device) for device in self.devices],
+            "hosts": {h.name: h.model_dump(mode="json") for h in self.hosts},
+        }
+        run_id = self.store.start_run("launch", profile.name, config)
+        survivors = await self.stop_all()
+        total = profile.retries + 1
+        failures: list[str] = []
+        for number in range(1, total + 1):
+            attempt_id = self.store.start_attempt(run_id, number, split_text, self.builds)
+            self.say(f"attempt {number}/{total}: starting {len(self.rpc_hosts)} rpc-server(s) and llama-server (split {split_text})")
+            try:
+                load_seconds = await self._attempt(run_id, number)
+            except AttemptFailed as failure:
+                tails = await self._log_tails()
+                self.store.finish_attempt(
+                    attempt_id, "failed", failure_class=failure.failure.value,
+                    evidence=failure.evidence, log_tails=tails,
+                )
+                failures.append(f"attempt {number}: {failure.failure.value}: {failure.evidence}")
+                self.say(f"attempt {number} failed: {failure.failure.value}: {failure.evidence}")
+                survivors += await self.stop_all()
+                if failure.failure in NOT_RETRYABLE:
+                    self.say(f"not retrying: {failure.failure.value} does not change on a retry")
+                    break
+                if number < total:
+                    backoff = profile.retry_backoff_s * 2 ** (number - 1)
+                    self.say(f"retrying in {backoff:g}s")
+                    await asyncio.sleep(backoff)
+                continue
+            except BaseException:
+                self.store.finish_attempt(attempt_id, "interrupted")
+                self.store.finish_run(run_id, "interrupted", {"failures": failures})
+                raise
+            self.store.finish_attempt(attempt_id, "ready", load_seconds=load_seconds)
+            endpoint = f"http://{profile.bind_host}:{profile.port}"
+            summary = {"endpoint": endpoint, "attempts": number, "load_seconds": load_seconds, "failures": failures, "survivors": survivors}
+            self.store.finish_run(run_id, "ok", summary)
+            return LaunchResult(run_id, endpoint, number, load_seconds, split_text, self.builds, survivors)
+        self.store.finish_run(run_id, "failed", {"failures": failures, "survivors": survivors})
+        survived = f"; still running after SIGKILL: {', '.join(survivors)}" if survivors else ""
+        raise LaunchError(f"{profile.name} did not come up: {failures[-1]}{survived} (run {run_id})")
+
+
+def launch_argv(host: HostConfig, argv: list[str], env: dict[str, str], line_buffer: bool) -> list[str]:
+    """Put ``env K=V`` and ``stdbuf`` between the host's container prefix and the binary."""
+    prefix = len(host.command_prefix)
+    assert argv[:prefix] == host.command_prefix
+    assignments = [f"{key}={value}" for key, value in env.items()]
+    return [
+        *argv[:prefix],
+        *(["env", *assignments] if assignments else []),
+        *(commands.LINE_BUFFERED if line_buffer else ()),
+        *argv[prefix:],
+    ]
+
+
+def _evidence(verdict: Classification) -> str:
+    return verdict.evidence_line or verdict.cls.value
+
+
+def _banner_protocol(text: str) -> str | None:
+    try:
+        return parse_rpc_banner(text).protocol_version
+    except ValueError:
+        return None
+
+
+def _signal_of(exit_status: int | None) -> int | None:
+    return exit_status - 128 if exit_status is not None and exit_status > 128 else None

@@ -1,0 +1,242 @@
+"""Long-running components (rpc-server, llama-server) as detached processes on a host.
+
+Each component runs in its own session (``setsid``), so it survives the controller's
+connection and can be stopped as a whole process group. Beside it, in the host's run
+directory, lie three files that let any later controller find it again:
+
+- ``NAME.pid``: ``PID STARTTIME`` (the start time guards against a reused pid);
+- ``NAME.log``: its stdout and stderr (the previous run's log is kept as ``NAME.log.1``);
+- ``NAME.json``: what the controller knew when it started it (profile, split, port...).
+
+The shell scripts below are fixed text; everything variable reaches them as positional
+arguments of ``sh -c SCRIPT clusterctl ARG...``, each quoted by the transport.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.transport.base import Transport
+
+# Shared shell functions: is a pid alive (and not a zombie), and is it still the process
+# that the pid file recorded (same start time)?
+_FUNCTIONS = r"""
+starttime() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+alive() {
+  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+ours() { alive "$1" && [ "$(starttime "$1")" = "$2" ]; }
+"""
+
+SPAWN_SCRIPT = _FUNCTIONS + r"""
+dir=$1; name=$2; shift 2
+mkdir -p -- "$dir"
+pidf="$dir/$name.pid"; logf="$dir/$name.log"; metaf="$dir/$name.json"
+if [ -f "$pidf" ]; then
+  read -r pid st < "$pidf"
+  if ours "$pid" "$st"; then echo "$name already runs as pid $pid" >&2; exit 17; fi
+fi
+[ -f "$logf" ] && mv -f -- "$logf" "$logf.1"
+: > "$logf"
+rm -f -- "$dir/$name.exit"
+cat > "$metaf"
+# The leader shell waits for the component and writes its exit status; its TERM trap is
+# not inherited across exec, so the component still gets the default action.
+setsid sh -c 'trap : TERM INT HUP; "$@"; echo $? > "$0"' "$dir/$name.exit" "$@" \
+  < /dev/null >> "$logf" 2>&1 &
+pid=$!
+echo "$pid $(starttime "$pid")" > "$pidf"
+echo "$pid"
+"""
+
+# Exit 0 with one word: absent, stale, terminated, killed; exit 3 with "survived PID".
+STOP_SCRIPT = _FUNCTIONS + r"""
+dir=$1; name=$2; grace=$3
+pidf="$dir/$name.pid"
+[ -f "$pidf" ] || { echo absent; exit 0; }
+read -r pid st < "$pidf"
+if ! ours "$pid" "$st"; then rm -f -- "$pidf" "$dir/$name.json" "$dir/$name.exit"; echo stale; exit 0; fi
+kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+# A stopped process (SIGSTOP, a hang we injected) only acts on TERM once continued.
+kill -CONT "-$pid" 2>/dev/null || kill -CONT "$pid" 2>/dev/null
+ticks=$((grace * 10)); i=0
+while ours "$pid" "$st" && [ "$i" -lt "$ticks" ]; do sleep 0.1; i=$((i + 1)); done
+word=terminated
+if ours "$pid" "$st"; then
+  kill -KILL "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+  i=0
+  while ours "$pid" "$st" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  if ours "$pid" "$st"; then echo "survived $pid"; exit 3; fi
+  word=killed
+fi
+rm -f -- "$pidf" "$dir/$name.json" "$dir/$name.exit"
+echo "$word"
+"""
+
+# One line per pid file: NAME TAB PID TAB STATE TAB UPTIME_S TAB META-JSON
+LIST_SCRIPT = _FUNCTIONS + r"""
+dir=$1
+[ -d "$dir" ] || exit 0
+for pidf in "$dir"/*.pid; do
+  [ -f "$pidf" ] || continue
+  name=$(basename "$pidf" .pid)
+  read -r pid st < "$pidf"
+  if ours "$pid" "$st"; then
+    state=$(sed 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
+    up=$(ps -o etimes= -p "$pid" | tr -d ' ')
+  else
+    state=dead; up=0
+  fi
+  meta=$(tr -d '\n' < "$dir/$name.json" 2>/dev/null)
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$pid" "$state" "${up:-0}" "${meta:-{\}}"
+done
+"""
+
+# Size of the log, the process state, its exit status (or -), then the log from OFFSET on.
+POLL_SCRIPT = _FUNCTIONS + r"""
+dir=$1; name=$2; offset=$3; limit=$4
+logf="$dir/$name.log"
+size=$(stat -c %s -- "$logf" 2>/dev/null || echo 0)
+state=dead
+if [ -f "$dir/$name.pid" ]; then
+  read -r pid st < "$dir/$name.pid"
+  ours "$pid" "$st" && state=$(sed 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
+fi
+code=$(cat "$dir/$name.exit" 2>/dev/null)
+echo "$size $state ${code:--}"
+tail -c "+$((offset + 1))" -- "$logf" 2>/dev/null | head -c "$limit"
+"""
+
+
+@dataclass(frozen=True)
+class ManagedProcess:
+    """A component the controller started on a host, read back from its run directory."""
+
+    host: str
+    name: str
+    pid: int
+    state: str  # a /proc state letter (R, S, T for stopped...) or "dead"
+    uptime_s: int
+    meta: dict[str, Any]
+
+    @property
+    def alive(self) -> bool:
+        return self.state != "dead"
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    """How a stop went: absent, stale, terminated, killed, or survived (it did not die)."""
+
+    host: str
+    name: str
+    word: str
+    pid: int | None = None
+
+    @property
+    def survived(self) -> bool:
+        return self.word == "survived"
+
+
+@dataclass(frozen=True)
+class LogPoll:
+    size: int
+    state: str
+    exit_status: int | None
+    new_text: str
+
+    @property
+    def alive(self) -> bool:
+        return self.state != "dead"
+
+    @property
+    def stopped(self) -> bool:
+        return self.state in ("T", "t")
+
+
+def _sh(script: str, *args: str) -> list[str]:
+    return ["sh", "-c", script, "clusterctl", *args]
+
+
+def with_env(argv: Sequence[str], env: Mapping[str, str], prefix: Sequence[str] = ()) -> list[str]:
+    """The full argv of a component: container prefix, then ``env K=V``, then the binary."""
+    assignments = [f"{key}={value}" for key, value in env.items()]
+    return [*prefix, *(["env", *assignments] if assignments else []), *argv]
+
+
+async def spawn(
+    transport: Transport, run_dir: str, name: str, argv: Sequence[str], meta: Mapping[str, Any]
+) -> int:
+    """Start argv detached on the host; return its pid. Refuses if it already runs."""
+    result = await transport.run(
+        _sh(SPAWN_SCRIPT, run_dir, name, *argv), stdin=json.dumps(dict(meta)), check=True
+    )
+    return int(result.stdout.split()[-1])
+
+
+async def stop(transport: Transport, run_dir: str, name: str, grace_s: int = 10) -> StopOutcome:
+    """SIGTERM the component's process group, then SIGKILL; report one that survives both."""
+    result = await transport.run(
+        _sh(STOP_SCRIPT, run_dir, name, str(grace_s)), timeout=grace_s + 30
+    )
+    words = result.stdout.split()
+    if result.exit_status == 3 and len(words) == 2:
+        return StopOutcome(transport.name, name, "survived", int(words[1]))
+    result.check()
+    return StopOutcome(transport.name, name, words[0] if words else "absent")
+
+
+async def list_managed(transport: Transport, run_dir: str) -> list[ManagedProcess]:
+    """Every component with a pid file in the host's run directory, dead or alive."""
+    result = await transport.run(_sh(LIST_SCRIPT, run_dir), check=True)
+    processes = []
+    for line in result.stdout.splitlines():
+        name, pid, state, uptime, meta = line.split("\t", 4)
+        try:
+            parsed = json.loads(meta)
+        except json.JSONDecodeError:
+            parsed = {}
+        processes.append(
+            ManagedProcess(transport.name, name, int(pid), state, int(uptime or 0), parsed)
+        )
+    return processes
+
+
+async def poll_log(
+    transport: Transport, run_dir: str, name: str, offset: int, limit: int = 1 << 20
+) -> LogPoll:
+    """The log's size and new text since offset, and whether the component still lives."""
+    result = await transport.run(
+        _sh(POLL_SCRIPT, run_dir, name, str(offset), str(limit)), check=True
+    )
+    header, _, text = result.stdout.partition("\n")
+    size, state, code = header.split()
+    return LogPoll(int(size), state, int(code) if code.lstrip("-").isdigit() else None, text)
+
+
+async def log_tail(transport: Transport, run_dir: str, name: str, lines: int = 60) -> str:
+    """The last lines of a component's log (empty when there is none)."""
+    result = await transport.run(["tail", "-n", str(lines), "--", f"{run_dir}/{name}.log"])
+    return result.stdout if result.ok else ""
+
+
+def follow_argv(run_dir: str, name: str, lines: int) -> list[str]:
+    """The command that prints a component's log and follows it."""
+    return ["tail", "-n", str(lines), "-F", "--", f"{run_dir}/{name}.log"]
+
+
+async def signal_component(transport: Transport, run_dir: str, name: str, signame: str) -> int:
+    """Signal a running component itself, not its wrapper shell; return the leader's pid.
+
+    Tests use it to inject faults the way they happen for real: STOP for a hang, KILL
+    for a crash.
+    """
+    for process in await list_managed(transport, run_dir):
+        if process.name == name and process.alive:
+            await transport.run(["pkill", f"-{signame}", "-P", str(process.pid)], check=True)
+            return process.pid
+    raise LookupError(f"{name} does not run on {transport.name}")
