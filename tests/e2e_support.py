@@ -1,0 +1,145 @@
+"""Helpers of the end-to-end tests: one test's view of the testbed (inventory, profiles,
+state, the real CLI) and what is left running in its namespaces."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cluster.store import Store
+from cluster.testbed.bed import Testbed
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def profile_toml(model: Path | str, rpc_hosts: list[str], **keys: object) -> str:
+    values: dict[str, object] = {
+        "model": str(model),
+        "rpc_hosts": rpc_hosts,
+        "tensor_split": "/".join("1" for _ in rpc_hosts),
+        "ctx_size": 2048,
+        "parallel": 2,
+        "port": 18080,
+        "load_timeout_s": 120,
+        "stall_timeout_s": 5,
+        "ready_timeout_s": 60,
+        "retries": 2,
+        "retry_backoff_s": 0.5,
+        **keys,
+    }
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, int | float):
+            lines.append(f"{key} = {value}")
+        elif isinstance(value, list):
+            lines.append(f"{key} = [{', '.join(repr(str(v)).replace(chr(39), chr(34)) for v in value)}]")
+        else:
+            lines.append(f'{key} = "{value}"')
+    return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass
+class Cluster:
+    """One test's view of the testbed: its hosts.toml, playbooks, state and CLI."""
+
+    bed: Testbed
+    root: Path
+    bins: dict[str, Path]
+
+    @property
+    def hosts_file(self) -> Path:
+        return self.root / "hosts.toml"
+
+    @property
+    def playbooks(self) -> Path:
+        return self.root / "playbooks"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    def write_inventory(self, builds: dict[str, str] | None = None, **extra: dict[str, object]) -> None:
+        """Every host on the current build unless ``builds`` says otherwise."""
+        chosen = {name: str(self.bins[(builds or {}).get(name, "current")]) for name in self.bed.names}
+        self.bed.write_inventory(self.hosts_file, chosen, extra=extra or None)
+
+    def write_profile(self, name: str, model: Path | str, **keys: object) -> None:
+        self.playbooks.mkdir(exist_ok=True)
+        rpc_hosts = keys.pop("rpc_hosts", list(self.bed.names))
+        assert isinstance(rpc_hosts, list)
+        (self.playbooks / f"{name}.toml").write_text(profile_toml(model, rpc_hosts, **keys))
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CLUSTERCTL_CONFIG": str(self.hosts_file),
+            "CLUSTERCTL_PLAYBOOKS": str(self.playbooks),
+            "CLUSTERCTL_STATE_DIR": str(self.state_dir),
+        }
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "cluster", *args]
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args), capture_output=True, text=True, timeout=timeout,
+            env={**os.environ, **self.env()}, cwd=REPO, check=False,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **self.env()}, cwd=REPO,
+        )
+
+    def run_dir(self, host: str) -> Path:
+        return Path(self.bed.host(host).run_dir)
+
+    def log(self, host: str, component: str) -> str:
+        path = self.run_dir(host) / f"{component}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_log(self, host: str, component: str, needle: str, timeout: float = 60) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log(host, component):
+                return time.monotonic()
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not in {host}/{component}.log within {timeout}s")
+
+    def component_pid(self, host: str, component: str) -> int:
+        """The component process itself (the child of its wrapper shell)."""
+        leader = int((self.run_dir(host) / f"{component}.pid").read_text().split()[0])
+        children = Path(f"/proc/{leader}/task/{leader}/children").read_text().split()
+        assert children, f"{component} on {host} has no process under its wrapper {leader}"
+        return int(children[0])
+
+    def store(self) -> Store:
+        return Store(self.state_dir)
+
+
+def llama_processes(bed: Testbed) -> list[str]:
+    """Live llama-server / rpc-server processes in any of the testbed's namespaces."""
+    namespaces = {os.stat(f"/run/netns/{bed.host(n).namespace}").st_ino: n for n in bed.names}
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            comm = (proc / "comm").read_text().strip()
+            if comm not in ("llama-server", "rpc-server", "ggml-rpc-server"):
+                continue
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            inode = os.stat(proc / "ns" / "net").st_ino
+        except OSError:
+            continue
+        if state != "Z" and inode in namespaces:
+            found.append(f"{namespaces[inode]}:{comm}:{proc.name}")
+    return sorted(found)
+
+
