@@ -120,6 +120,12 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")
@@ -178,11 +184,14 @@ class Store:
         failure_class: str | None = None,
         evidence: str | None = None,
         log_tails: dict[str, str] | None = None,
+        builds: dict[str, Any] | None = None,
     ) -> None:
+        """Close an attempt; ``builds`` replaces what start_attempt knew when given."""
         with self._tx() as db:
             db.execute(
                 "UPDATE attempts SET outcome = ?, finished_at = ?, load_seconds = ?, "
-                "failure_class = ?, evidence = ?, log_tails_json = ? WHERE id = ?",
+                "failure_class = ?, evidence = ?, log_tails_json = ?, "
+                "builds_json = COALESCE(?, builds_json) WHERE id = ?",
                 (
                     outcome,
                     time.time(),
@@ -190,6 +199,7 @@ class Store:
                     failure_class,
                     evidence,
                     json.dumps(log_tails or {}),
+                    json.dumps(builds) if builds is not None else None,
                     attempt_id,
                 ),
             )

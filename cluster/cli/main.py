@@ -201,10 +201,11 @@ def up(
                 checks = await run_health(pool, inventory, chosen, measure_throughput=False)
                 if failed(checks):
                     render.health(err, [ch for ch in checks if ch.level.value != "ok"])
-                    first = next(ch for ch in checks if ch.level.value == "fail")
+                    problems = "; ".join(
+                        f"{ch.host}: {ch.name}: {ch.detail}" for ch in checks if ch.level.value == "fail"
+                    )
                     raise errors.LaunchError(
-                        f"health gate failed: {first.host}: {first.name}: {first.detail} "
-                        "(fix it, or pass --skip-health)"
+                        f"health gate failed: {problems} (fix it, or pass --skip-health)"
                     )
             return await launcher.up()
 

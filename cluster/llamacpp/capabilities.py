@@ -185,12 +185,14 @@ def flash_attn_style(help_text: str) -> FlashAttnStyle:
 def direct_io_args_from_help(flags: frozenset[str]) -> tuple[str, ...]:
     """The arguments that make this build read the model with direct I/O.
 
-    Current builds: ``--load-mode dio`` (``-lm``); legacy builds: ``--direct-io``
-    (``-dio``). Direct I/O avoids the mmap load hang over RPC (llama.cpp #19745).
-    Empty when the build has neither.
+    Current builds: ``--load-mode dio`` (``-lm``); legacy builds: ``-dio``
+    (``--direct-io``), the spelling users of those builds know. Direct I/O avoids the
+    mmap load hang over RPC (llama.cpp #19745). Empty when the build has neither.
     """
     if "--load-mode" in flags:
         return ("--load-mode", "dio")
+    if "-dio" in flags:
+        return ("-dio",)
     if "--direct-io" in flags:
         return ("--direct-io",)
     return ()

@@ -292,7 +292,7 @@ class Launcher:
                 tails = await self._log_tails()
                 self.store.finish_attempt(
                     attempt_id, "failed", failure_class=failure.failure.value,
-                    evidence=failure.evidence, log_tails=tails,
+                    evidence=failure.evidence, log_tails=tails, builds=self.builds,
                 )
                 failures.append(f"attempt {number}: {failure.failure.value}: {failure.evidence}")
                 self.say(f"attempt {number} failed: {failure.failure.value}: {failure.evidence}")
@@ -309,7 +309,9 @@ class Launcher:
                 self.store.finish_attempt(attempt_id, "interrupted")
                 self.store.finish_run(run_id, "interrupted", {"failures": failures})
                 raise
-            self.store.finish_attempt(attempt_id, "ready", load_seconds=load_seconds)
+            self.store.finish_attempt(
+                attempt_id, "ready", load_seconds=load_seconds, builds=self.builds
+            )
             endpoint = f"http://{profile.bind_host}:{profile.port}"
             summary = {"endpoint": endpoint, "attempts": number, "load_seconds": load_seconds, "failures": failures, "survivors": survivors}
             self.store.finish_run(run_id, "ok", summary)

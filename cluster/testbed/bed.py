@@ -357,6 +357,16 @@ class Testbed:
         """Unplug host ``name``'s direct link (usb0 down)."""
         self._ip(name, "link", "set", LINK_IFACE, "down")
 
+    def set_link_rate(self, rate: str) -> None:
+        """Change the htb rate of every host's link (a slower link makes loads last)."""
+        if self.spec.link_rate is None or not re.match(RATE_PATTERN, rate):
+            raise TestbedError(f"cannot set link rate {rate!r} on an unshaped or with a bad rate")
+        for host in self.record.hosts:
+            network.run_checked(
+                ["tc", "-n", host.namespace, "class", "change", "dev", LINK_IFACE, "parent", "1:",
+                 "classid", "1:10", "htb", "rate", rate, "ceil", rate, "quantum", "60000"]
+            )
+
     def link_up(self, name: str) -> None:
         self._ip(name, "link", "set", LINK_IFACE, "up")
 

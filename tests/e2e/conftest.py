@@ -37,5 +37,8 @@ def slow_model() -> Path:
 def cluster(bed: Testbed, tmp_path: Path, current_bin: Path, legacy_bin: Path) -> Iterator[Cluster]:
     view = Cluster(bed, tmp_path, {"current": current_bin, "legacy": legacy_bin})
     view.write_inventory()
+    for name in bed.names:  # the run directories outlive a test: start from empty logs
+        for old in view.run_dir(name).glob("*.log*"):
+            old.unlink()
     yield view
     view.run("down", timeout=120)

@@ -195,7 +195,7 @@ def test_capabilities_of_both_builds() -> None:
     )
     assert (LEGACY.rpc_binary, LEGACY.direct_io_args, LEGACY.rpc_protocol, LEGACY.commit) == (
         "rpc-server",
-        ("--direct-io",),
+        ("-dio",),
         "4.0.1",
         "e3a74b2",
     )
@@ -334,7 +334,7 @@ def test_llama_server_argv_current_generation() -> None:
     assert (after(argv, "-ngl"), after(argv, "-c"), after(argv, "-np")) == ("99", "8192", "2")
     assert after(argv, "-fa") == "on"
     assert after(argv, "--load-mode") == "dio"
-    assert "--direct-io" not in argv
+    assert "--direct-io" not in argv and "-dio" not in argv
     assert (after(argv, "--host"), after(argv, "--port")) == ("127.0.0.1", "18250")
     assert after(argv, "-lv") == "4"
     assert "--no-warmup" in argv
@@ -343,7 +343,7 @@ def test_llama_server_argv_current_generation() -> None:
 
 def test_llama_server_argv_legacy_generation_uses_its_direct_io_flag() -> None:
     argv = server_argv(LEGACY)
-    assert "--direct-io" in argv
+    assert "-dio" in argv
     assert "--load-mode" not in argv and "dio" not in argv
 
 
