@@ -16,6 +16,7 @@ LLAMA_PROCESS_NAMES = ("llama-server", "rpc-server", "ggml-rpc-server")
 
 # --- link interface ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class LinkState:
     interface: str
@@ -48,6 +49,7 @@ def parse_link(interface: str, exit_status: int, stdout: str) -> LinkState:
 
 # --- routing ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Route:
     destination: str
@@ -72,8 +74,22 @@ def parse_route(destination: str, exit_status: int, stdout: str, stderr: str) ->
 
 # --- round trip and throughput ------------------------------------------------------------
 
+
 def ping_command(destination: str, interface: str, count: int = 3) -> list[str]:
-    return ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1", "-I", interface, destination]
+    return [
+        "ping",
+        "-n",
+        "-q",
+        "-c",
+        str(count),
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-I",
+        interface,
+        destination,
+    ]
 
 
 _RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
@@ -142,6 +158,7 @@ def parse_memory(stdout: str) -> Memory:
 
 
 # --- listening ports --------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Listener:
@@ -225,8 +242,15 @@ def parse_binaries(stdout: str) -> frozenset[str]:
 
 # --- files ------------------------------------------------------------------------------
 
+
 def file_sizes_command(paths: list[str]) -> list[str]:
-    return ["sh", "-c", 'for f in "$@"; do stat -L -c "%s %n" -- "$f" 2>/dev/null || echo "- $f"; done', "clusterctl", *paths]
+    return [
+        "sh",
+        "-c",
+        'for f in "$@"; do stat -L -c "%s %n" -- "$f" 2>/dev/null || echo "- $f"; done',
+        "clusterctl",
+        *paths,
+    ]
 
 
 def parse_file_sizes(stdout: str) -> dict[str, int | None]:

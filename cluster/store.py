@@ -159,9 +159,12 @@ class Store:
         return _run(row) if row else None
 
     def runs(self, kind: str | None = None, limit: int = 50) -> list[Run]:
-        query = "SELECT * FROM runs" + (" WHERE kind = ?" if kind else "")
-        args: tuple[Any, ...] = (kind,) if kind else ()
-        rows = self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit))
+        if kind is None:
+            rows = self._db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM runs WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit)
+            )
         return [_run(row) for row in rows]
 
     # attempts

@@ -49,7 +49,9 @@ def legacy_bin() -> Path:
     return ensure_build(GENERATIONS["legacy"])
 
 
-def clusterctl(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def clusterctl(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run the real command line, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "cluster", *args],

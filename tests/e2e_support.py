@@ -38,7 +38,9 @@ def profile_toml(model: Path | str, rpc_hosts: list[str], **keys: object) -> str
         elif isinstance(value, int | float):
             lines.append(f"{key} = {value}")
         elif isinstance(value, list):
-            lines.append(f"{key} = [{', '.join(repr(str(v)).replace(chr(39), chr(34)) for v in value)}]")
+            lines.append(
+                f"{key} = [{', '.join(repr(str(v)).replace(chr(39), chr(34)) for v in value)}]"
+            )
         else:
             lines.append(f'{key} = "{value}"')
     return "\n".join(lines) + "\n"
@@ -64,9 +66,13 @@ class Cluster:
     def state_dir(self) -> Path:
         return self.root / "state"
 
-    def write_inventory(self, builds: dict[str, str] | None = None, **extra: dict[str, object]) -> None:
+    def write_inventory(
+        self, builds: dict[str, str] | None = None, **extra: dict[str, object]
+    ) -> None:
         """Every host on the current build unless ``builds`` says otherwise."""
-        chosen = {name: str(self.bins[(builds or {}).get(name, "current")]) for name in self.bed.names}
+        chosen = {
+            name: str(self.bins[(builds or {}).get(name, "current")]) for name in self.bed.names
+        }
         self.bed.write_inventory(self.hosts_file, chosen, extra=extra or None)
 
     def write_profile(self, name: str, model: Path | str, **keys: object) -> None:
@@ -87,14 +93,23 @@ class Cluster:
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.argv(*args), capture_output=True, text=True, timeout=timeout,
-            env={**os.environ, **self.env()}, cwd=REPO, check=False,
+            self.argv(*args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **self.env()},
+            cwd=REPO,
+            check=False,
         )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **self.env()}, cwd=REPO,
+            self.argv(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **self.env()},
+            cwd=REPO,
         )
 
     def run_dir(self, host: str) -> Path:
@@ -141,5 +156,3 @@ def llama_processes(bed: Testbed) -> list[str]:
         if state != "Z" and inode in namespaces:
             found.append(f"{namespaces[inode]}:{comm}:{proc.name}")
     return sorted(found)
-
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -21,10 +22,15 @@ from cluster.orchestration.launch import Launcher
 from cluster.store import Store
 from cluster.transport.pool import HostPool
 
+# One testbed per machine by default; root works in /tmp like the namespaces it makes.
+DEFAULT_TESTBED_ROOT = Path("/tmp/clusterctl-testbed")  # noqa: S108
+
 
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option(envvar="CLUSTERCTL_DEMO_KEEP", help="Leave it serving.")] = False,
+    keep: Annotated[
+        bool, typer.Option(envvar="CLUSTERCTL_DEMO_KEEP", help="Leave it serving.")
+    ] = False,
 ) -> None:
     """The main job on the embedded default: health, up, a completion, status, down."""
     inventory, profile = demo_mod.prepare(lambda message: err.print(message))
@@ -43,15 +49,19 @@ def demo(
                 inventory, profile, pool, Store(sources.state_dir), say=lambda m: err.print(m)
             )
             result = await launcher.up()
-            out.print(f"serving at {result.endpoint} after {result.attempts} attempt(s), load {result.load_seconds:.2f}s")
+            out.print(
+                f"serving at {result.endpoint} after {result.attempts} attempt(s), "
+                f"load {result.load_seconds:.2f}s"
+            )
             try:
                 err.print("[bold]3. a completion[/]")
                 async with LlamaClient(result.endpoint) as client:
                     start = time.monotonic()
                     answer = await client.completion("The cluster", n_predict=16, ignore_eos=True)
                     timings = answer.get("timings", {})
+                    took = time.monotonic() - start
                     out.print(
-                        f"{timings.get('predicted_n', '?')} tokens in {time.monotonic() - start:.2f}s: "
+                        f"{timings.get('predicted_n', '?')} tokens in {took:.2f}s: "
                         f"prompt {timings.get('prompt_per_second', 0):.1f} tok/s, "
                         f"generation {timings.get('predicted_per_second', 0):.1f} tok/s"
                     )
@@ -71,10 +81,20 @@ def demo(
 
 @testbed_app.command("up")
 def testbed_up(
-    root: Annotated[Path, typer.Option(envvar="CLUSTERCTL_TESTBED_ROOT", help="Working directory of the testbed.")] = Path("/tmp/clusterctl-testbed"),
-    hosts: Annotated[int, typer.Option(envvar="CLUSTERCTL_TESTBED_HOSTS", help="How many hosts.")] = 2,
-    rate: Annotated[str, typer.Option(envvar="CLUSTERCTL_TESTBED_RATE", help="tc rate of the direct link.")] = "1gbit",
-    legacy: Annotated[list[str] | None, typer.Option(envvar="CLUSTERCTL_TESTBED_LEGACY", help="Hosts that get the legacy build.")] = None,
+    root: Annotated[
+        Path,
+        typer.Option(envvar="CLUSTERCTL_TESTBED_ROOT", help="Working directory of the testbed."),
+    ] = DEFAULT_TESTBED_ROOT,
+    hosts: Annotated[
+        int, typer.Option(envvar="CLUSTERCTL_TESTBED_HOSTS", help="How many hosts.")
+    ] = 2,
+    rate: Annotated[
+        str, typer.Option(envvar="CLUSTERCTL_TESTBED_RATE", help="tc rate of the direct link.")
+    ] = "1gbit",
+    legacy: Annotated[
+        list[str] | None,
+        typer.Option(envvar="CLUSTERCTL_TESTBED_LEGACY", help="Hosts that get the legacy build."),
+    ] = None,
 ) -> None:
     """Create network-namespace hosts with sshd, a rate-limited link, and a hosts.toml."""
     from cluster.testbed.bed import TestbedSpec, create
@@ -90,12 +110,20 @@ def testbed_up(
     hosts_file = bed.write_inventory(root / "hosts.toml", bin_dirs)
     playbooks = root / "playbooks"
     playbooks.mkdir(exist_ok=True)
-    split = "/".join("1" for _ in bed.names)
+    # json.dumps writes strings and string lists the way TOML reads them.
+    profile = {
+        "description": "tiny model split over every testbed host",
+        "model": str(model),
+        "rpc_hosts": list(bed.names),
+        "tensor_split": "/".join("1" for _ in bed.names),
+        "ctx_size": 2048,
+        "parallel": 2,
+        "port": 18080,
+        "stall_timeout_s": 20,
+        "load_timeout_s": 120,
+    }
     (playbooks / "testbed-tiny.toml").write_text(
-        f'description = "tiny model split over every testbed host"\n'
-        f'model = "{model}"\nrpc_hosts = {list(bed.names)!r}\ntensor_split = "{split}"\n'
-        f"ctx_size = 2048\nparallel = 2\nport = 18080\nstall_timeout_s = 20\nload_timeout_s = 120\n"
-        .replace("'", '"')
+        "".join(f"{key} = {json.dumps(value)}\n" for key, value in profile.items())
     )
     out.print(str(hosts_file))
     err.print(f"testbed {bed.tag}: hosts {', '.join(bed.names)}; try:")
@@ -106,7 +134,7 @@ def testbed_up(
 
 @testbed_app.command("down")
 def testbed_down(
-    root: Annotated[Path, typer.Option(envvar="CLUSTERCTL_TESTBED_ROOT")] = Path("/tmp/clusterctl-testbed"),
+    root: Annotated[Path, typer.Option(envvar="CLUSTERCTL_TESTBED_ROOT")] = DEFAULT_TESTBED_ROOT,
 ) -> None:
     """Stop what runs on the testbed and remove every namespace, interface and process."""
     from cluster.config.loader import load_inventory

@@ -29,7 +29,7 @@ from cluster.config.loader import (
     load_profile,
     resolve_sources,
 )
-from cluster.config.models import Inventory, Profile, format_split, parse_split
+from cluster.config.models import Inventory, Profile, parse_split
 from cluster.errors import ClusterError, ConfigError
 from cluster.logging import configure_logging
 from cluster.orchestration import control
@@ -47,7 +47,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 config_app = typer.Typer(no_args_is_help=True, help="Check and show the configuration.")
-testbed_app = typer.Typer(no_args_is_help=True, help="A real N-host testbed of network namespaces (root).")
+testbed_app = typer.Typer(
+    no_args_is_help=True, help="A real N-host testbed of network namespaces (root)."
+)
 app.add_typer(config_app, name="config")
 app.add_typer(testbed_app, name="testbed")
 
@@ -102,11 +104,31 @@ def print_json(data: object) -> None:
 @app.callback()
 def main(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option("--config", "-C", envvar="CLUSTERCTL_CONFIG", help="hosts.toml to use.")] = None,
-    playbooks: Annotated[Path | None, typer.Option(envvar="CLUSTERCTL_PLAYBOOKS", help="Directory of profiles and playbooks.")] = None,
-    state_dir: Annotated[Path | None, typer.Option(envvar="CLUSTERCTL_STATE_DIR", help="Where the record (SQLite) lives.")] = None,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, envvar="CLUSTERCTL_VERBOSE", help="More logs on stderr (-v, -vv).")] = 0,
-    log_json: Annotated[bool, typer.Option(envvar="CLUSTERCTL_LOG_JSON", help="Logs as JSON lines.")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-C", envvar="CLUSTERCTL_CONFIG", help="hosts.toml to use."),
+    ] = None,
+    playbooks: Annotated[
+        Path | None,
+        typer.Option(envvar="CLUSTERCTL_PLAYBOOKS", help="Directory of profiles and playbooks."),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="CLUSTERCTL_STATE_DIR", help="Where the record (SQLite) lives."),
+    ] = None,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            envvar="CLUSTERCTL_VERBOSE",
+            help="More logs on stderr (-v, -vv).",
+        ),
+    ] = 0,
+    log_json: Annotated[
+        bool, typer.Option(envvar="CLUSTERCTL_LOG_JSON", help="Logs as JSON lines.")
+    ] = False,
 ) -> None:
     configure_logging(verbose, log_json)
     ctx.obj = Context(config, playbooks, state_dir)
@@ -114,10 +136,13 @@ def main(
 
 # --- config -------------------------------------------------------------------------------
 
+
 @config_app.command("check")
 def config_check(
     ctx: typer.Context,
-    profiles: Annotated[list[str] | None, typer.Argument(help="Profiles to check (default: all).")] = None,
+    profiles: Annotated[
+        list[str] | None, typer.Argument(help="Profiles to check (default: all).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_CONFIG_CHECK_JSON")] = False,
 ) -> None:
     """Load hosts.toml and the profiles, check them against each other, print the result."""
@@ -132,26 +157,34 @@ def config_check(
         devices = devices_for(inventory, profile)
         resolved.append((profile, devices))
     if as_json:
-        print_json({
-            "sources": {k: str(v) for k, v in vars(sources).items()},
-            "inventory": inventory.model_dump(mode="json"),
-            "profiles": {
-                p.name: {**p.model_dump(mode="json"), "devices": [vars(d) for d in devices]}
-                for p, devices in resolved
-            },
-        })
+        print_json(
+            {
+                "sources": {k: str(v) for k, v in vars(sources).items()},
+                "inventory": inventory.model_dump(mode="json"),
+                "profiles": {
+                    p.name: {**p.model_dump(mode="json"), "devices": [vars(d) for d in devices]}
+                    for p, devices in resolved
+                },
+            }
+        )
         return
     render.config(out, inventory, sources, resolved)
 
 
 # --- health -------------------------------------------------------------------------------
 
+
 @app.command()
 def health(
     ctx: typer.Context,
-    profile: Annotated[str | None, typer.Argument(help="Also check this profile's model and memory fit.")] = None,
+    profile: Annotated[
+        str | None, typer.Argument(help="Also check this profile's model and memory fit.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_HEALTH_JSON")] = False,
-    quick: Annotated[bool, typer.Option(envvar="CLUSTERCTL_HEALTH_QUICK", help="Skip the iperf3 throughput test.")] = False,
+    quick: Annotated[
+        bool,
+        typer.Option(envvar="CLUSTERCTL_HEALTH_QUICK", help="Skip the iperf3 throughput test."),
+    ] = False,
 ) -> None:
     """Is every host fit to serve? Exit 0 when nothing failed, 1 otherwise."""
     c = _ctx(ctx)
@@ -173,12 +206,19 @@ def health(
 
 # --- up / down / status / logs ----------------------------------------------------------------
 
+
 @app.command()
 def up(
     ctx: typer.Context,
     profile: Annotated[str, typer.Argument(help="Profile name (playbooks/NAME.toml).")],
-    split: Annotated[str | None, typer.Option(envvar="CLUSTERCTL_UP_SPLIT", help="Tensor split override, e.g. 1.2/0.8.")] = None,
-    skip_health: Annotated[bool, typer.Option(envvar="CLUSTERCTL_UP_SKIP_HEALTH", help="Do not run the health gate first.")] = False,
+    split: Annotated[
+        str | None,
+        typer.Option(envvar="CLUSTERCTL_UP_SPLIT", help="Tensor split override, e.g. 1.2/0.8."),
+    ] = None,
+    skip_health: Annotated[
+        bool,
+        typer.Option(envvar="CLUSTERCTL_UP_SKIP_HEALTH", help="Do not run the health gate first."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_UP_JSON")] = False,
 ) -> None:
     """Bring a profile to serving: health gate, rpc-servers, llama-server, watchdog, retries."""
@@ -193,8 +233,13 @@ def up(
     async def go() -> Any:
         async with HostPool(inventory.hosts.values()) as pool:
             launcher = Launcher(
-                inventory, chosen, pool, Store(sources.state_dir),
-                split=split_override, environ=dict(os.environ), say=lambda m: err.print(m),
+                inventory,
+                chosen,
+                pool,
+                Store(sources.state_dir),
+                split=split_override,
+                environ=dict(os.environ),
+                say=lambda m: err.print(m),
             )
             if not skip_health:
                 err.print(f"health gate for {chosen.name}...")
@@ -202,7 +247,9 @@ def up(
                 if failed(checks):
                     render.health(err, [ch for ch in checks if ch.level.value != "ok"])
                     problems = "; ".join(
-                        f"{ch.host}: {ch.name}: {ch.detail}" for ch in checks if ch.level.value == "fail"
+                        f"{ch.host}: {ch.name}: {ch.detail}"
+                        for ch in checks
+                        if ch.level.value == "fail"
                     )
                     raise errors.LaunchError(
                         f"health gate failed: {problems} (fix it, or pass --skip-health)"
@@ -219,9 +266,10 @@ def up(
         )
         out.print(result.endpoint)
         if chosen.bind_host in ("127.0.0.1", "localhost") and inventory.head.transport == "ssh":
+            target = inventory.head.ssh_target or inventory.head.name
             err.print(
                 f"llama-server listens on the head's loopback; reach it with: "
-                f"ssh -L {chosen.port}:127.0.0.1:{chosen.port} {inventory.head.ssh_target or inventory.head.name}"
+                f"ssh -L {chosen.port}:127.0.0.1:{chosen.port} {target}"
             )
     for survivor in result.survivors:
         err.print(f"warning: a process survived SIGTERM and SIGKILL: {survivor}")
@@ -270,7 +318,9 @@ def logs(
     ctx: typer.Context,
     host: Annotated[str, typer.Argument(help="Host name from hosts.toml.")],
     component: Annotated[str, typer.Argument(help="llama-server or rpc-server.")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", envvar="CLUSTERCTL_LOGS_FOLLOW")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", envvar="CLUSTERCTL_LOGS_FOLLOW")
+    ] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", envvar="CLUSTERCTL_LOGS_LINES")] = 100,
 ) -> None:
     """Print a component's log on a host (and follow it with -f)."""

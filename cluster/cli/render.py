@@ -20,7 +20,9 @@ def health(console: Console, checks: list[Check]) -> None:
         table.add_column(column, overflow="fold")
     for check in checks:
         style = _STYLE[check.level]
-        table.add_row(check.host, check.name, f"[{style}]{check.level.value}[/]", check.value, check.detail)
+        table.add_row(
+            check.host, check.name, f"[{style}]{check.level.value}[/]", check.value, check.detail
+        )
     console.print(table)
     counts = {level: sum(1 for c in checks if c.level is level) for level in Level}
     console.print(f"{counts[Level.OK]} ok, {counts[Level.WARN]} warn, {counts[Level.FAIL]} fail")
@@ -28,12 +30,29 @@ def health(console: Console, checks: list[Check]) -> None:
 
 def status(console: Console, rows: list[ComponentStatus], unreachable: dict[str, str]) -> None:
     table = Table(title="status", title_justify="left")
-    for column in ("host", "component", "pid", "state", "port", "profile", "split", "uptime", "health"):
+    for column in (
+        "host",
+        "component",
+        "pid",
+        "state",
+        "port",
+        "profile",
+        "split",
+        "uptime",
+        "health",
+    ):
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row.host, row.component, str(row.pid), "running" if row.alive else "dead",
-            str(row.port or "-"), row.profile or "-", row.split or "-", f"{row.uptime_s}s", row.health,
+            row.host,
+            row.component,
+            str(row.pid),
+            "running" if row.alive else "dead",
+            str(row.port or "-"),
+            row.profile or "-",
+            row.split or "-",
+            f"{row.uptime_s}s",
+            row.health,
         )
     if not rows:
         console.print("nothing runs")
@@ -55,7 +74,10 @@ def down(console: Console, report: DownReport) -> None:
 
 
 def config(
-    console: Console, inventory: Inventory, sources: Sources, profiles: list[tuple[Profile, list[Device]]]
+    console: Console,
+    inventory: Inventory,
+    sources: Sources,
+    profiles: list[tuple[Profile, list[Device]]],
 ) -> None:
     console.print(f"config file : {sources.config_file}")
     console.print(f"playbooks   : {sources.playbooks_dir}")
@@ -65,15 +87,24 @@ def config(
     for column in ("host", "transport", "reach", "link", "rpc", "binaries", "run dir"):
         hosts.add_column(column, overflow="fold")
     for host in inventory.hosts.values():
-        reach = "local" if host.transport == "local" else (
-            f"{host.user + '@' if host.user else ''}{host.ssh_target or host.name}"
-            + (f":{host.ssh_port}" if host.ssh_port else "")
-            + (" (host key NOT checked)" if host.insecure_skip_host_key_check else "")
+        reach = (
+            "local"
+            if host.transport == "local"
+            else (
+                f"{host.user + '@' if host.user else ''}{host.ssh_target or host.name}"
+                + (f":{host.ssh_port}" if host.ssh_port else "")
+                + (" (host key NOT checked)" if host.insecure_skip_host_key_check else "")
+            )
         )
         prefix = " ".join(host.command_prefix)
         hosts.add_row(
-            host.name, host.transport, reach, f"{host.link_interface} {host.link_address}",
-            str(host.rpc_port), (prefix + " " if prefix else "") + host.llama_bin_dir, host.run_dir,
+            host.name,
+            host.transport,
+            reach,
+            f"{host.link_interface} {host.link_address}",
+            str(host.rpc_port),
+            (prefix + " " if prefix else "") + host.llama_bin_dir,
+            host.run_dir,
         )
     console.print(hosts)
     table = Table(title="profiles", title_justify="left")
@@ -82,10 +113,15 @@ def config(
     for profile, devices in profiles:
         layout = ", ".join(f"{d.label}@{d.host}={d.proportion:g}" for d in devices)
         table.add_row(
-            profile.name, profile.model, f"{layout} ({format_split(profile.tensor_split)})",
-            str(profile.ctx_size), str(profile.parallel), profile.flash_attn,
+            profile.name,
+            profile.model,
+            f"{layout} ({format_split(profile.tensor_split)})",
+            str(profile.ctx_size),
+            str(profile.parallel),
+            profile.flash_attn,
             "on" if profile.direct_io else "off",
-            f"load {profile.load_timeout_s:g}s stall {profile.stall_timeout_s:g}s x{profile.retries + 1}",
+            f"load {profile.load_timeout_s:g}s stall {profile.stall_timeout_s:g}s "
+            f"x{profile.retries + 1}",
         )
     console.print(table)
     console.print(f"{len(profiles)} profile(s) valid")

@@ -174,7 +174,9 @@ def profile_path(playbooks_dir: Path, name: str) -> Path:
 def load_profile(playbooks_dir: Path, name: str) -> Profile:
     path = profile_path(playbooks_dir, name)
     if not path.is_file():
-        available = sorted(p.stem for p in playbooks_dir.glob("*.toml")) if playbooks_dir.is_dir() else []
+        available = (
+            sorted(p.stem for p in playbooks_dir.glob("*.toml")) if playbooks_dir.is_dir() else []
+        )
         hint = f" (profiles there: {', '.join(available)})" if available else ""
         raise ConfigError(f"no profile named {name!r}{hint}", file=str(path))
     data = read_toml(path)

@@ -17,7 +17,9 @@ class Device:
     proportion: float
 
 
-def devices_for(inventory: Inventory, profile: Profile, split: list[float] | None = None) -> list[Device]:
+def devices_for(
+    inventory: Inventory, profile: Profile, split: list[float] | None = None
+) -> list[Device]:
     """The split's devices in llama.cpp order: RPC devices in --rpc order, then local GPUs.
 
     Raises ConfigError naming the profile key when the profile and inventory disagree.
@@ -28,7 +30,9 @@ def devices_for(inventory: Inventory, profile: Profile, split: list[float] | Non
     for name in profile.rpc_hosts:
         if name not in inventory.hosts:
             known = ", ".join(sorted(inventory.hosts))
-            raise ConfigError(f"host {name!r} is not in the inventory ({known})", file=source, key="rpc_hosts")
+            raise ConfigError(
+                f"host {name!r} is not in the inventory ({known})", file=source, key="rpc_hosts"
+            )
         host = inventory.hosts[name]
         slots.extend((name, f"RPC{len(slots)}") for _ in range(host.rpc_device_count))
     head = inventory.head
@@ -41,7 +45,10 @@ def devices_for(inventory: Inventory, profile: Profile, split: list[float] | Non
             file=source,
             key="tensor_split",
         )
-    return [Device(host=h, label=label, proportion=p) for (h, label), p in zip(slots, split, strict=True)]
+    return [
+        Device(host=h, label=label, proportion=p)
+        for (h, label), p in zip(slots, split, strict=True)
+    ]
 
 
 def serving_hosts(inventory: Inventory, profile: Profile) -> list[HostConfig]:

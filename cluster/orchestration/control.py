@@ -87,7 +87,9 @@ class ComponentStatus:
     health: str  # for llama-server: ok / loading / down / "-" for others
 
 
-async def status(pool: HostPool, inventory: Inventory) -> tuple[list[ComponentStatus], dict[str, str]]:
+async def status(
+    pool: HostPool, inventory: Inventory
+) -> tuple[list[ComponentStatus], dict[str, str]]:
     """What runs where, from each host's run directory, with llama-server's /health."""
     listed = await pool.each(lambda t: processes.list_managed(t, inventory.hosts[t.name].run_dir))
     rows: list[ComponentStatus] = []

@@ -34,7 +34,9 @@ def line_buffered(argv: list[str], build: HostBuild) -> list[str]:
 
 async def _detect(pool: HostPool, host: HostConfig) -> HostBuild:
     transport = pool[host.name]
-    listing = await transport.run([*host.command_prefix, *facts.binaries_command(host.llama_bin_dir)])
+    listing = await transport.run(
+        [*host.command_prefix, *facts.binaries_command(host.llama_bin_dir)]
+    )
     names = facts.parse_binaries(listing.stdout)
     tools = await transport.run(["sh", "-c", "command -v stdbuf; exit 0"])
     line_buffer = "stdbuf" in tools.stdout

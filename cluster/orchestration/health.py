@@ -70,7 +70,9 @@ def _link_checks(f: HostFacts) -> list[Check]:
         return [_fail(f.name, "link", "down", f"interface {host.link_interface} is down")]
     if not any(_holds(address, want) for address in link.addresses):
         have = ", ".join(link.addresses) or "no IPv4 address"
-        return [_fail(f.name, "link", "no address", f"{host.link_interface} has {have}, not {want}")]
+        return [
+            _fail(f.name, "link", "no address", f"{host.link_interface} has {have}, not {want}")
+        ]
     return [_ok(f.name, "link", "up", f"{host.link_interface} up with {want}")]
 
 
@@ -82,28 +84,47 @@ def _path_checks(head: HostFacts, found: dict[str, HostFacts]) -> list[Check]:
         want = head.host.link_interface
         route = path.route
         if route.error:
-            checks.append(_fail(head.name, label, "none", f"no route to {route.destination}: {route.error}"))
+            checks.append(
+                _fail(head.name, label, "none", f"no route to {route.destination}: {route.error}")
+            )
         elif route.device != want:
             via = f" via {route.via}" if route.via else ""
-            checks.append(_fail(
-                head.name, label, route.device or "?",
-                f"traffic to {path.worker}'s link address {route.destination} leaves by "
-                f"{route.device}{via}, not the link {want}",
-            ))
+            checks.append(
+                _fail(
+                    head.name,
+                    label,
+                    route.device or "?",
+                    f"traffic to {path.worker}'s link address {route.destination} leaves by "
+                    f"{route.device}{via}, not the link {want}",
+                )
+            )
         else:
-            checks.append(_ok(head.name, label, route.device, f"{route.destination} routes over {want}"))
+            checks.append(
+                _ok(head.name, label, route.device, f"{route.destination} routes over {want}")
+            )
         rtt_label = f"rtt→{path.worker}"
         if path.rtt_ms is None:
-            checks.append(_fail(head.name, rtt_label, "lost", f"no ping reply from {worker.link_address}"))
+            checks.append(
+                _fail(head.name, rtt_label, "lost", f"no ping reply from {worker.link_address}")
+            )
         else:
-            checks.append(_ok(head.name, rtt_label, f"{path.rtt_ms:.2f} ms", "link round trip (ping)"))
+            checks.append(
+                _ok(head.name, rtt_label, f"{path.rtt_ms:.2f} ms", "link round trip (ping)")
+            )
         speed_label = f"throughput→{path.worker}"
         if path.throughput_bps is None:
-            checks.append(_warn(head.name, speed_label, "-", path.throughput_note or "not measured"))
+            checks.append(
+                _warn(head.name, speed_label, "-", path.throughput_note or "not measured")
+            )
         else:
-            checks.append(_ok(
-                head.name, speed_label, f"{path.throughput_bps / 1e9:.2f} Gbit/s", "iperf3 over the link"
-            ))
+            checks.append(
+                _ok(
+                    head.name,
+                    speed_label,
+                    f"{path.throughput_bps / 1e9:.2f} Gbit/s",
+                    "iperf3 over the link",
+                )
+            )
     return checks
 
 
@@ -121,8 +142,14 @@ def _build_checks(found: dict[str, HostFacts], rpc_hosts: set[str], head: str) -
         if f.name in rpc_hosts and f.rpc_binary is None:
             missing.append("rpc-server or ggml-rpc-server")
         if missing:
-            checks.append(_fail(f.name, "binaries", "missing",
-                                f"{', '.join(missing)} not found in {f.host.llama_bin_dir}"))
+            checks.append(
+                _fail(
+                    f.name,
+                    "binaries",
+                    "missing",
+                    f"{', '.join(missing)} not found in {f.host.llama_bin_dir}",
+                )
+            )
         else:
             present = ", ".join(sorted(f.binaries)) or "none needed"
             checks.append(_ok(f.name, "binaries", "present", present))
@@ -132,8 +159,14 @@ def _build_checks(found: dict[str, HostFacts], rpc_hosts: set[str], head: str) -
         if len(commit_set) > 1 or len(protocol_set) > 1:
             others = ", ".join(f"{n}={c}" for n, c in sorted(commits.items()))
             protos = ", ".join(f"{n}={p}" for n, p in sorted(protocols.items()))
-            checks.append(_fail(f.name, "build", value,
-                                f"hosts run different llama.cpp builds (commit {others}; rpc {protos})"))
+            checks.append(
+                _fail(
+                    f.name,
+                    "build",
+                    value,
+                    f"hosts run different llama.cpp builds (commit {others}; rpc {protos})",
+                )
+            )
         elif commit is None and protocol is None:
             note = f.rpc_probe_note or "no llama-server --version and no rpc banner"
             checks.append(_warn(f.name, "build", "?", f"build not identified: {note}"))
@@ -164,16 +197,32 @@ def _port_checks(f: HostFacts, wanted: list[tuple[str, int, str]]) -> list[Check
     checks = []
     for address, port, what in wanted:
         if what == "rpc-server" and is_wildcard_or_public(address):
-            checks.append(_fail(f.name, f"port {port}", address, "rpc-server may only bind a private link address"))
+            checks.append(
+                _fail(
+                    f.name,
+                    f"port {port}",
+                    address,
+                    "rpc-server may only bind a private link address",
+                )
+            )
             continue
         clashes = [lst for lst in f.listeners if lst.port == port and lst.covers(address)]
         foreign = [lst for lst in clashes if not set(lst.pids) & ours]
         if foreign:
             pids = ", ".join(str(pid) for lst in foreign for pid in lst.pids) or "unknown pid"
-            checks.append(_fail(f.name, f"port {port}", "taken",
-                                f"{address}:{port} for {what} is taken ({foreign[0].address}:{port}, pid {pids})"))
+            checks.append(
+                _fail(
+                    f.name,
+                    f"port {port}",
+                    "taken",
+                    f"{address}:{port} for {what} is taken "
+                    f"({foreign[0].address}:{port}, pid {pids})",
+                )
+            )
         elif clashes:
-            checks.append(_ok(f.name, f"port {port}", "ours", f"{address}:{port} held by our {what}"))
+            checks.append(
+                _ok(f.name, f"port {port}", "ours", f"{address}:{port} held by our {what}")
+            )
         else:
             checks.append(_ok(f.name, f"port {port}", "free", f"{address}:{port} free for {what}"))
     return checks
@@ -190,17 +239,24 @@ def _stray_check(f: HostFacts, managed_pids: set[int]) -> Check:
 def _model_checks(report: ModelReport, head: str) -> list[Check]:
     checks = []
     if report.missing:
-        checks.append(_fail(head, "model", "missing", f"shard(s) not on the head: {', '.join(report.missing)}"))
+        checks.append(
+            _fail(
+                head, "model", "missing", f"shard(s) not on the head: {', '.join(report.missing)}"
+            )
+        )
     else:
         total = sum(report.sizes.values())
-        checks.append(_ok(head, "model", f"{total / GIB:.2f} GiB",
-                          f"{len(report.sizes)} shard(s) present"))
+        checks.append(
+            _ok(head, "model", f"{total / GIB:.2f} GiB", f"{len(report.sizes)} shard(s) present")
+        )
     if report.error:
         checks.append(_warn(head, "fit", "?", report.error))
     for line in report.fit:
         level = Level.OK if line.fits else Level.FAIL
         have = f"{line.available / GIB:.2f}" if line.available is not None else "?"
-        checks.append(Check(line.host, "fit", level, f"{line.needed / GIB:.2f}/{have} GiB", line.reason))
+        checks.append(
+            Check(line.host, "fit", level, f"{line.needed / GIB:.2f}/{have} GiB", line.reason)
+        )
     return checks
 
 
@@ -220,7 +276,9 @@ def evaluate(
             checks.append(_fail(f.name, "ssh", "unreachable", f.error or "unreachable"))
             continue
         how = "local" if f.host.transport == "local" else "ssh"
-        checks.append(_ok(f.name, "ssh", f"{(f.ssh_s or 0) * 1000:.0f} ms", f"{how} connection and a command"))
+        checks.append(
+            _ok(f.name, "ssh", f"{(f.ssh_s or 0) * 1000:.0f} ms", f"{how} connection and a command")
+        )
         checks.extend(_link_checks(f))
         checks.append(_memory_check(f))
         wanted = []

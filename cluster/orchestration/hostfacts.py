@@ -85,8 +85,13 @@ async def _probe_rpc_protocol(transport: Transport, found: HostFacts) -> None:
     if binary is None:
         return
     port = str(host.rpc_port + RPC_PROBE_PORT_OFFSET)
-    argv = ["timeout", "-s", "INT", "4", *tool_argv(host, binary, "-H", "127.0.0.1", "-p", port,
-                                                    line_buffered=found.has_stdbuf)]
+    argv = [
+        "timeout",
+        "-s",
+        "INT",
+        "4",
+        *tool_argv(host, binary, "-H", "127.0.0.1", "-p", port, line_buffered=found.has_stdbuf),
+    ]
     result = await transport.run(argv, timeout=30)
     try:
         found.rpc_protocol = parse_rpc_banner(result.stdout + result.stderr).protocol_version
@@ -165,7 +170,9 @@ async def _paths_from_head(
         if not measure_throughput:
             path.throughput_note = "not measured (--quick)"
         elif not (head.has_iperf and worker.has_iperf):
-            path.throughput_note = "iperf3 missing on " + (worker.name if head.has_iperf else head.name)
+            path.throughput_note = "iperf3 missing on " + (
+                worker.name if head.has_iperf else head.name
+            )
         else:
             await _iperf(pool, head, worker, path)
 
@@ -174,7 +181,10 @@ async def _iperf(pool: HostPool, head: HostFacts, worker: HostFacts, path: PathF
     server = pool[worker.name]
     bind = str(worker.host.link_address)
     spawned = await processes.spawn(
-        server, worker.host.run_dir, "iperf3", facts.iperf_server_command(bind, IPERF_PORT),
+        server,
+        worker.host.run_dir,
+        "iperf3",
+        facts.iperf_server_command(bind, IPERF_PORT),
         {"component": "iperf3"},
     )
     try:

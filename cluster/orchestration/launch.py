@@ -122,7 +122,11 @@ class Launcher:
             progress_text = poll.new_text
             if not poll.alive:
                 verdict = classify(poll.exit_status, _signal_of(poll.exit_status), poll.new_text)
-                raise AttemptFailed(verdict.cls, f"rpc-server on {host.name} exited: {_evidence(verdict)}", RPC_SERVER)
+                raise AttemptFailed(
+                    verdict.cls,
+                    f"rpc-server on {host.name} exited: {_evidence(verdict)}",
+                    RPC_SERVER,
+                )
             protocol = _banner_protocol(poll.new_text)
             if protocol is not None:
                 self.builds.setdefault(host.name, {})["rpc_protocol"] = protocol
@@ -138,14 +142,24 @@ class Launcher:
         )
 
     async def _listening(self, host: HostConfig) -> bool:
-        result = await self.pool[host.name].run(["ss", "-H", "-t", "-l", "-n", "src", str(host.link_address)])
-        return any(line.split()[3].endswith(f":{host.rpc_port}") for line in result.stdout.splitlines() if len(line.split()) > 3)
+        result = await self.pool[host.name].run(
+            ["ss", "-H", "-t", "-l", "-n", "src", str(host.link_address)]
+        )
+        return any(
+            line.split()[3].endswith(f":{host.rpc_port}")
+            for line in result.stdout.splitlines()
+            if len(line.split()) > 3
+        )
 
     def _check_protocols(self) -> None:
-        protocols = {name: b.get("rpc_protocol") for name, b in self.builds.items() if b.get("rpc_protocol")}
+        protocols = {
+            name: b.get("rpc_protocol") for name, b in self.builds.items() if b.get("rpc_protocol")
+        }
         if len(set(protocols.values())) > 1:
             listing = ", ".join(f"{name} {version}" for name, version in sorted(protocols.items()))
-            raise AttemptFailed(FailureClass.VERSION_MISMATCH, f"RPC protocol differs: {listing}", RPC_SERVER)
+            raise AttemptFailed(
+                FailureClass.VERSION_MISMATCH, f"RPC protocol differs: {listing}", RPC_SERVER
+            )
 
     async def _start_llama_server(self, meta: dict[str, Any]) -> None:
         head = self.head
@@ -153,14 +167,22 @@ class Launcher:
         endpoints = [host.rpc_endpoint for host in self.rpc_hosts]
         try:
             argv = commands.llama_server_argv(
-                self.profile, endpoints, self.split, build.caps,
-                head=head, model_path=self.profile.model, api_key=self.api_key,
+                self.profile,
+                endpoints,
+                self.split,
+                build.caps,
+                head=head,
+                model_path=self.profile.model,
+                api_key=self.api_key,
             )
         except commands.MissingCapabilityError as exc:
             raise ConfigError(str(exc), file=f"playbooks/{self.profile.name}.toml") from None
         full = launch_argv(head, argv, dict(head.env), build.line_buffer)
         await processes.spawn(
-            self.pool[head.name], head.run_dir, LLAMA_SERVER, full,
+            self.pool[head.name],
+            head.run_dir,
+            LLAMA_SERVER,
+            full,
             {**meta, "argv": commands.redact(full)},
         )
 
@@ -179,7 +201,9 @@ class Launcher:
         while True:
             await asyncio.sleep(POLL_S)
             now = time.monotonic()
-            poll = await processes.poll_log(self.pool[head.name], head.run_dir, LLAMA_SERVER, offset)
+            poll = await processes.poll_log(
+                self.pool[head.name], head.run_dir, LLAMA_SERVER, offset
+            )
             if poll.new_text:
                 offset += len(poll.new_text.encode())
                 progress.feed(poll.new_text)
@@ -191,10 +215,16 @@ class Launcher:
             if not poll.alive:
                 tail = await processes.log_tail(self.pool[head.name], head.run_dir, LLAMA_SERVER)
                 verdict = classify(poll.exit_status, _signal_of(poll.exit_status), tail)
-                raise AttemptFailed(verdict.cls, f"llama-server exited ({poll.exit_status}): {_evidence(verdict)}", LLAMA_SERVER)
+                raise AttemptFailed(
+                    verdict.cls,
+                    f"llama-server exited ({poll.exit_status}): {_evidence(verdict)}",
+                    LLAMA_SERVER,
+                )
             fatal = progress.fatal
             if fatal is not None:
-                raise AttemptFailed(fatal.cls, f"llama-server logged: {_evidence(fatal)}", LLAMA_SERVER)
+                raise AttemptFailed(
+                    fatal.cls, f"llama-server logged: {_evidence(fatal)}", LLAMA_SERVER
+                )
             await self._check_rpc_alive()
             health = await client.health()
             if health.ready:
@@ -210,7 +240,9 @@ class Launcher:
                 )
             if now - start > profile.load_timeout_s:
                 verdict = classify(None, None, "", timed_out=True)
-                raise AttemptFailed(verdict.cls, f"load took over {profile.load_timeout_s:g}s", LLAMA_SERVER)
+                raise AttemptFailed(
+                    verdict.cls, f"load took over {profile.load_timeout_s:g}s", LLAMA_SERVER
+                )
 
     async def _check_rpc_alive(self) -> None:
         for host in self.rpc_hosts:
@@ -219,7 +251,9 @@ class Launcher:
                 tail = await processes.log_tail(self.pool[host.name], host.run_dir, RPC_SERVER)
                 verdict = classify(poll.exit_status, _signal_of(poll.exit_status), tail)
                 raise AttemptFailed(
-                    verdict.cls if verdict.cls is not FailureClass.UNKNOWN else FailureClass.TRANSPORT_DROP,
+                    verdict.cls
+                    if verdict.cls is not FailureClass.UNKNOWN
+                    else FailureClass.TRANSPORT_DROP,
                     f"rpc-server on {host.name} exited ({poll.exit_status}): {_evidence(verdict)}",
                     RPC_SERVER,
                 )
@@ -230,7 +264,9 @@ class Launcher:
         except ClusterError as exc:
             raise AttemptFailed(FailureClass.HTTP_ERROR, str(exc), LLAMA_SERVER) from exc
         if "content" not in answer:
-            raise AttemptFailed(FailureClass.HTTP_ERROR, "completion answer has no content", LLAMA_SERVER)
+            raise AttemptFailed(
+                FailureClass.HTTP_ERROR, "completion answer has no content", LLAMA_SERVER
+            )
 
     async def _log_tails(self) -> dict[str, str]:
         tails = {}
@@ -249,12 +285,23 @@ class Launcher:
             "attempt": number,
             "started_at": time.time(),
         }
-        await asyncio.gather(*(self._start_rpc_server(host, {**meta, "port": host.rpc_port}) for host in self.rpc_hosts))
+        await asyncio.gather(
+            *(
+                self._start_rpc_server(host, {**meta, "port": host.rpc_port})
+                for host in self.rpc_hosts
+            )
+        )
         self._check_protocols()
         self.store.event(run_id, "rpc_servers_up", attempt=number, builds=self.builds)
-        await self._start_llama_server({**meta, "port": self.profile.port, "bind": self.profile.bind_host})
-        address = await self.pool[self.head.name].open_tunnel(self.profile.bind_host, self.profile.port)
-        async with LlamaClient(f"http://{address[0]}:{address[1]}", self.api_key, self.profile.ready_timeout_s) as client:
+        await self._start_llama_server(
+            {**meta, "port": self.profile.port, "bind": self.profile.bind_host}
+        )
+        address = await self.pool[self.head.name].open_tunnel(
+            self.profile.bind_host, self.profile.port
+        )
+        async with LlamaClient(
+            f"http://{address[0]}:{address[1]}", self.api_key, self.profile.ready_timeout_s
+        ) as client:
             load_seconds = await self._watch_load(client)
             self.store.event(run_id, "loaded", attempt=number, load_seconds=load_seconds)
             await self._confirm(client)
@@ -285,14 +332,21 @@ class Launcher:
         failures: list[str] = []
         for number in range(1, total + 1):
             attempt_id = self.store.start_attempt(run_id, number, split_text, self.builds)
-            self.say(f"attempt {number}/{total}: starting {len(self.rpc_hosts)} rpc-server(s) and llama-server (split {split_text})")
+            self.say(
+                f"attempt {number}/{total}: starting {len(self.rpc_hosts)} rpc-server(s) "
+                f"and llama-server (split {split_text})"
+            )
             try:
                 load_seconds = await self._attempt(run_id, number)
             except AttemptFailed as failure:
                 tails = await self._log_tails()
                 self.store.finish_attempt(
-                    attempt_id, "failed", failure_class=failure.failure.value,
-                    evidence=failure.evidence, log_tails=tails, builds=self.builds,
+                    attempt_id,
+                    "failed",
+                    failure_class=failure.failure.value,
+                    evidence=failure.evidence,
+                    log_tails=tails,
+                    builds=self.builds,
                 )
                 failures.append(f"attempt {number}: {failure.failure.value}: {failure.evidence}")
                 self.say(f"attempt {number} failed: {failure.failure.value}: {failure.evidence}")
@@ -313,15 +367,27 @@ class Launcher:
                 attempt_id, "ready", load_seconds=load_seconds, builds=self.builds
             )
             endpoint = f"http://{profile.bind_host}:{profile.port}"
-            summary = {"endpoint": endpoint, "attempts": number, "load_seconds": load_seconds, "failures": failures, "survivors": survivors}
+            summary = {
+                "endpoint": endpoint,
+                "attempts": number,
+                "load_seconds": load_seconds,
+                "failures": failures,
+                "survivors": survivors,
+            }
             self.store.finish_run(run_id, "ok", summary)
-            return LaunchResult(run_id, endpoint, number, load_seconds, split_text, self.builds, survivors)
+            return LaunchResult(
+                run_id, endpoint, number, load_seconds, split_text, self.builds, survivors
+            )
         self.store.finish_run(run_id, "failed", {"failures": failures, "survivors": survivors})
         survived = f"; still running after SIGKILL: {', '.join(survivors)}" if survivors else ""
-        raise LaunchError(f"{profile.name} did not come up: {failures[-1]}{survived} (run {run_id})")
+        raise LaunchError(
+            f"{profile.name} did not come up: {failures[-1]}{survived} (run {run_id})"
+        )
 
 
-def launch_argv(host: HostConfig, argv: list[str], env: dict[str, str], line_buffer: bool) -> list[str]:
+def launch_argv(
+    host: HostConfig, argv: list[str], env: dict[str, str], line_buffer: bool
+) -> list[str]:
     """Put ``env K=V`` and ``stdbuf`` between the host's container prefix and the binary."""
     prefix = len(host.command_prefix)
     assert argv[:prefix] == host.command_prefix

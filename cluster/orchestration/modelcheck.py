@@ -55,7 +55,9 @@ async def read_remote_info(transport: Transport, sizes: dict[str, int]) -> gguf_
     """Parse every shard's header, fetching a larger prefix whenever one is too short."""
     want = {path: min(size, gguf_info.DEFAULT_HEADER_FETCH) for path, size in sizes.items()}
     while True:
-        headers = [(path, await fetch_header(transport, path, want[path]), sizes[path]) for path in sizes]
+        headers = [
+            (path, await fetch_header(transport, path, want[path]), sizes[path]) for path in sizes
+        ]
         try:
             return gguf_info.info_from_headers(headers)
         except gguf_info.NeedMoreHeader as exc:

@@ -25,14 +25,21 @@ from cluster.transport.base import Transport
 # that the pid file recorded (same start time)?
 _FUNCTIONS = r"""
 starttime() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
-alive() {
-  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+procstate() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1; }
+# The state letter of our process (same start time), or "dead" (gone, zombie, reused pid).
+ourstate() {
+  s=$(procstate "$1")
+  case "$s" in
+    ''|Z|X) echo dead ;;
+    *) if [ "$(starttime "$1")" = "$2" ]; then echo "$s"; else echo dead; fi ;;
+  esac
 }
-ours() { alive "$1" && [ "$(starttime "$1")" = "$2" ]; }
+ours() { [ "$(ourstate "$1" "$2")" != dead ]; }
 """
 
-SPAWN_SCRIPT = _FUNCTIONS + r"""
+SPAWN_SCRIPT = (
+    _FUNCTIONS
+    + r"""
 dir=$1; name=$2; shift 2
 mkdir -p -- "$dir"
 pidf="$dir/$name.pid"; logf="$dir/$name.log"; metaf="$dir/$name.json"
@@ -52,14 +59,19 @@ pid=$!
 echo "$pid $(starttime "$pid")" > "$pidf"
 echo "$pid"
 """
+)
 
 # Exit 0 with one word: absent, stale, terminated, killed; exit 3 with "survived PID".
-STOP_SCRIPT = _FUNCTIONS + r"""
+STOP_SCRIPT = (
+    _FUNCTIONS
+    + r"""
 dir=$1; name=$2; grace=$3
 pidf="$dir/$name.pid"
 [ -f "$pidf" ] || { echo absent; exit 0; }
 read -r pid st < "$pidf"
-if ! ours "$pid" "$st"; then rm -f -- "$pidf" "$dir/$name.json" "$dir/$name.exit"; echo stale; exit 0; fi
+if ! ours "$pid" "$st"; then
+  rm -f -- "$pidf" "$dir/$name.json" "$dir/$name.exit"; echo stale; exit 0
+fi
 kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
 # A stopped process (SIGSTOP, a hang we injected) only acts on TERM once continued.
 kill -CONT "-$pid" 2>/dev/null || kill -CONT "$pid" 2>/dev/null
@@ -76,40 +88,43 @@ fi
 rm -f -- "$pidf" "$dir/$name.json" "$dir/$name.exit"
 echo "$word"
 """
+)
 
 # One line per pid file: NAME TAB PID TAB STATE TAB UPTIME_S TAB META-JSON
-LIST_SCRIPT = _FUNCTIONS + r"""
+LIST_SCRIPT = (
+    _FUNCTIONS
+    + r"""
 dir=$1
 [ -d "$dir" ] || exit 0
 for pidf in "$dir"/*.pid; do
   [ -f "$pidf" ] || continue
   name=$(basename "$pidf" .pid)
   read -r pid st < "$pidf"
-  if ours "$pid" "$st"; then
-    state=$(sed 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
-    up=$(ps -o etimes= -p "$pid" | tr -d ' ')
-  else
-    state=dead; up=0
-  fi
+  state=$(ourstate "$pid" "$st"); up=0
+  [ "$state" = dead ] || up=$(ps -o etimes= -p "$pid" | tr -d ' ')
   meta=$(tr -d '\n' < "$dir/$name.json" 2>/dev/null)
   printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$pid" "$state" "${up:-0}" "${meta:-{\}}"
 done
 """
+)
 
 # Size of the log, the process state, its exit status (or -), then the log from OFFSET on.
-POLL_SCRIPT = _FUNCTIONS + r"""
+POLL_SCRIPT = (
+    _FUNCTIONS
+    + r"""
 dir=$1; name=$2; offset=$3; limit=$4
 logf="$dir/$name.log"
 size=$(stat -c %s -- "$logf" 2>/dev/null || echo 0)
 state=dead
 if [ -f "$dir/$name.pid" ]; then
   read -r pid st < "$dir/$name.pid"
-  ours "$pid" "$st" && state=$(sed 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
+  state=$(ourstate "$pid" "$st")
 fi
 code=$(cat "$dir/$name.exit" 2>/dev/null)
 echo "$size $state ${code:--}"
 tail -c "+$((offset + 1))" -- "$logf" 2>/dev/null | head -c "$limit"
 """
+)
 
 
 @dataclass(frozen=True)

@@ -363,8 +363,26 @@ class Testbed:
             raise TestbedError(f"cannot set link rate {rate!r} on an unshaped or with a bad rate")
         for host in self.record.hosts:
             network.run_checked(
-                ["tc", "-n", host.namespace, "class", "change", "dev", LINK_IFACE, "parent", "1:",
-                 "classid", "1:10", "htb", "rate", rate, "ceil", rate, "quantum", "60000"]
+                [
+                    "tc",
+                    "-n",
+                    host.namespace,
+                    "class",
+                    "change",
+                    "dev",
+                    LINK_IFACE,
+                    "parent",
+                    "1:",
+                    "classid",
+                    "1:10",
+                    "htb",
+                    "rate",
+                    rate,
+                    "ceil",
+                    rate,
+                    "quantum",
+                    "60000",
+                ]
             )
 
     def link_up(self, name: str) -> None:

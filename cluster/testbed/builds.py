@@ -80,8 +80,16 @@ def _fetch_sdist(generation: Generation, log_file: Path) -> Path:
         sdist_dir.mkdir(parents=True, exist_ok=True)
         _run(
             [
-                sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                "--dest", str(sdist_dir), f"llama-cpp-python=={generation.sdist_version}",
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--dest",
+                str(sdist_dir),
+                f"llama-cpp-python=={generation.sdist_version}",
             ],
             log_file,
         )
@@ -116,9 +124,17 @@ def ensure_build(
     build = root / "build"
     _run(
         [
-            "cmake", "-S", str(source), "-B", str(build), "-DGGML_RPC=ON", "-DLLAMA_CURL=OFF",
-            "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-            "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF",
+            "cmake",
+            "-S",
+            str(source),
+            "-B",
+            str(build),
+            "-DGGML_RPC=ON",
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DGGML_NATIVE=OFF",
         ],
         log_file,
     )
@@ -130,3 +146,16 @@ def ensure_build(
         json.dumps({"generation": generation.name, "targets": list(generation.targets)})
     )
     return bin_dir(generation)
+
+
+def main() -> None:
+    """``python -m cluster.testbed.builds [GENERATION...]``: build (or find) the builds."""
+    names = sys.argv[1:] or list(GENERATIONS)
+    for name in names:
+        if name not in GENERATIONS:
+            raise SystemExit(f"unknown generation {name!r} (known: {', '.join(GENERATIONS)})")
+        print(f"{name}: {ensure_build(GENERATIONS[name])}")
+
+
+if __name__ == "__main__":
+    main()

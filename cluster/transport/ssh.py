@@ -150,7 +150,9 @@ class SSHTransport(Transport):
             try:
                 listener = await conn.forward_local_port("127.0.0.1", 0, target, remote_port)
             except (OSError, asyncssh.Error) as exc:
-                raise TransportError(self.name, f"cannot forward to {target}:{remote_port}: {exc}") from exc
+                raise TransportError(
+                    self.name, f"cannot forward to {target}:{remote_port}: {exc}"
+                ) from exc
             self._tunnels[key] = ("127.0.0.1", listener.get_port())
         return self._tunnels[key]
 

@@ -18,8 +18,12 @@ from cluster.testbed.models import LOADABLE_SLOW, TINY, cached_model
 
 
 @pytest.fixture(scope="session")
-def bed(tmp_path_factory: pytest.TempPathFactory, current_bin: Path, legacy_bin: Path) -> Iterator[Testbed]:
-    with create(TestbedSpec(n_hosts=2, root=tmp_path_factory.mktemp("bed"), link_rate="1gbit")) as testbed:
+def bed(
+    tmp_path_factory: pytest.TempPathFactory, current_bin: Path, legacy_bin: Path
+) -> Iterator[Testbed]:
+    with create(
+        TestbedSpec(n_hosts=2, root=tmp_path_factory.mktemp("bed"), link_rate="1gbit")
+    ) as testbed:
         yield testbed
 
 

@@ -7,10 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from e2e_support import Cluster
 
 from cluster.testbed.models import TinyModelSpec, cached_model
-
-from e2e_support import Cluster
 
 pytestmark = pytest.mark.testbed
 
@@ -64,7 +63,9 @@ def test_link_address_routed_over_management_network_fails(cluster: Cluster) -> 
     assert set(found) <= {("evo", "route→bee"), ("evo", "rtt→bee")}
     bee_link = str(cluster.bed.host("bee").link_address)
     detail = found[("evo", "route→bee")]
-    assert f"bee's link address {bee_link} leaves by mgmt0" in detail and "not the link usb0" in detail
+    assert (
+        f"bee's link address {bee_link} leaves by mgmt0" in detail and "not the link usb0" in detail
+    )
 
 
 def test_mixed_builds_fail(cluster: Cluster) -> None:
@@ -85,7 +86,7 @@ def test_missing_model_shard_fails(cluster: Cluster, tmp_path: Path) -> None:
     cluster.write_profile("sharded", tmp_path / shards[0].name)
     code, _, checks = health(cluster, "sharded", "--quick")
     assert code == 1
-    [(host, name, detail)] = [f for f in failures(checks) if f[1] == "model"]
+    [(host, _, detail)] = [f for f in failures(checks) if f[1] == "model"]
     assert host == "evo" and str(tmp_path / shards[1].name) in detail
     assert shards[0].name not in detail
 

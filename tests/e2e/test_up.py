@@ -28,7 +28,11 @@ COMPLETION = (
 def complete_on_head(cluster: Cluster, endpoint: str) -> dict[str, object]:
     """A completion asked from the head itself (llama-server listens on its loopback)."""
     result = cluster.bed.exec(
-        cluster.bed.head, [sys.executable, "-c", COMPLETION, endpoint], capture_output=True, text=True, timeout=90
+        cluster.bed.head,
+        [sys.executable, "-c", COMPLETION, endpoint],
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert result.returncode == 0, result.stderr
     answer: dict[str, object] = json.loads(result.stdout)
@@ -55,8 +59,12 @@ def assert_down_leaves_nothing(cluster: Cluster) -> None:
     assert again.returncode == 0 and "nothing was running" in again.stderr
 
 
-@pytest.mark.parametrize(("build", "dio"), [("current", ["--load-mode", "dio"]), ("legacy", ["-dio"])])
-def test_up_serves_split_over_both_hosts(cluster: Cluster, tiny_model: Path, build: str, dio: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("build", "dio"), [("current", ["--load-mode", "dio"]), ("legacy", ["-dio"])]
+)
+def test_up_serves_split_over_both_hosts(
+    cluster: Cluster, tiny_model: Path, build: str, dio: list[str]
+) -> None:
     cluster.write_inventory(builds={name: build for name in cluster.bed.names})
     cluster.write_profile("tiny", tiny_model)
     result = cluster.run("up", "tiny")
@@ -83,7 +91,9 @@ def test_up_serves_split_over_both_hosts(cluster: Cluster, tiny_model: Path, bui
     assert status.returncode == 0
     components = json.loads(status.stdout)["components"]
     assert sorted((c["host"], c["component"]) for c in components) == [
-        ("bee", "rpc-server"), ("evo", "llama-server"), ("evo", "rpc-server"),
+        ("bee", "rpc-server"),
+        ("evo", "llama-server"),
+        ("evo", "rpc-server"),
     ]
     assert all(c["alive"] and c["profile"] == "tiny" and c["split"] == "1/1" for c in components)
     assert next(c for c in components if c["component"] == "llama-server")["health"] == "ok"
@@ -103,7 +113,9 @@ def run_up_and_inject(cluster: Cluster, signame: str) -> tuple[float, tuple[int,
     """Start up, wait until llama-server starts loading, signal bee's rpc-server."""
     process = cluster.popen("up", "slow")
     try:
-        cluster.wait_for_log("evo", "llama-server", "load_tensors: loading model tensors", timeout=60)
+        cluster.wait_for_log(
+            "evo", "llama-server", "load_tensors: loading model tensors", timeout=60
+        )
         os.kill(cluster.component_pid("bee", "rpc-server"), getattr(signal, f"SIG{signame}"))
         injected = time.time()
         stdout, stderr = process.communicate(timeout=240)
@@ -180,7 +192,9 @@ def test_health_gate_stops_up(cluster: Cluster, tiny_model: Path) -> None:
     assert llama_processes(cluster.bed) == []
 
 
-def test_three_hosts_serve(tmp_path: Path, current_bin: Path, legacy_bin: Path, tiny_model: Path) -> None:
+def test_three_hosts_serve(
+    tmp_path: Path, current_bin: Path, legacy_bin: Path, tiny_model: Path
+) -> None:
     with create(TestbedSpec(n_hosts=3, root=tmp_path / "bed3")) as bed3:
         cluster = Cluster(bed3, tmp_path / "view", {"current": current_bin, "legacy": legacy_bin})
         cluster.root.mkdir()

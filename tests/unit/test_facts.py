@@ -23,7 +23,9 @@ def _parse(case: dict[str, Any]) -> Any:
     if kind == "link":
         return facts.parse_link(case["args"][0], case["exit_status"], case["stdout"])
     if kind == "route":
-        return facts.parse_route(case["args"][0], case["exit_status"], case["stdout"], case["stderr"])
+        return facts.parse_route(
+            case["args"][0], case["exit_status"], case["stdout"], case["stderr"]
+        )
     if kind == "ping":
         return facts.parse_ping(case["stdout"])
     if kind == "listeners":
@@ -75,12 +77,21 @@ def test_processes_keep_only_llama_servers() -> None:
 
 
 def test_file_sizes_mark_missing_files() -> None:
-    assert facts.parse_file_sizes("1024 /m/a.gguf\n- /m/b.gguf\n") == {"/m/a.gguf": 1024, "/m/b.gguf": None}
+    assert facts.parse_file_sizes("1024 /m/a.gguf\n- /m/b.gguf\n") == {
+        "/m/a.gguf": 1024,
+        "/m/b.gguf": None,
+    }
 
 
 @pytest.mark.parametrize(
     ("address", "refused"),
-    [("0.0.0.0", True), ("8.8.8.8", True), ("10.99.0.2", False), ("127.0.0.2", False), ("nonsense", True)],
+    [
+        ("0.0.0.0", True),
+        ("8.8.8.8", True),
+        ("10.99.0.2", False),
+        ("127.0.0.2", False),
+        ("nonsense", True),
+    ],
 )
 def test_rpc_bind_address_policy(address: str, refused: bool) -> None:
     assert facts.is_wildcard_or_public(address) is refused
