@@ -180,7 +180,7 @@ async def _paths_from_head(
 async def _iperf(pool: HostPool, head: HostFacts, worker: HostFacts, path: PathFacts) -> None:
     server = pool[worker.name]
     bind = str(worker.host.link_address)
-    spawned = await processes.spawn(
+    await processes.spawn(
         server,
         worker.host.run_dir,
         "iperf3",
@@ -201,7 +201,6 @@ async def _iperf(pool: HostPool, head: HostFacts, worker: HostFacts, path: PathF
             path.throughput_note = _first_error(client.stdout + client.stderr)
     finally:
         await processes.stop(server, worker.host.run_dir, "iperf3", grace_s=2)
-        del spawned
 
 
 def _first_error(text: str) -> str:

@@ -14,11 +14,18 @@ from e2e_support import REPO
 from cluster.testbed.network import find_leftovers
 
 
-def clusterctl(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def clusterctl(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERCTL_")}
     return subprocess.run(
         [sys.executable, "-m", "cluster", *args],
-        capture_output=True, text=True, timeout=timeout, env={**clean, **(env or {})}, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**clean, **(env or {})},
+        cwd=REPO,
+        check=False,
     )
 
 
