@@ -110,3 +110,20 @@ def test_split_that_does_not_fit_the_budget_fails(cluster: Cluster, tiny_model: 
     [(host, name, detail)] = failures(checks)
     assert (host, name) == ("bee", "fit")
     assert detail.startswith("needs ") and detail.endswith("on bee, has 102.4 MiB")
+
+
+def test_unknown_host_key_is_refused_unless_opted_out(cluster: Cluster, tmp_path: Path) -> None:
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    cluster.write_inventory(bee={"known_hosts": empty})
+    code, _, checks = health(cluster, "--quick")
+    assert code == 1
+    [(host, name, detail)] = [f for f in failures(checks) if f[1] == "ssh"]
+    assert host == "bee" and "host key" in detail and "not verified" in detail
+    status = cluster.run("status")
+    assert status.returncode == 3  # unreachable host: the transport exit code
+
+    cluster.write_inventory(bee={"known_hosts": empty, "insecure_skip_host_key_check": True})
+    result = cluster.run("-v", "health", "--json", "--quick")
+    assert json.loads(result.stdout)["ok"] is True
+    assert "host key check disabled by configuration" in result.stderr
