@@ -78,6 +78,22 @@ def tool_argv(host: HostConfig, binary: str, *args: str, line_buffered: bool = F
     )
 
 
+# Run the rpc binary on loopback until its banner has been printed (or 4 s passed, or it
+# exited), then stop it: the banner is the only place the protocol version is printed.
+PROBE_SCRIPT = r"""
+out=$(mktemp) || exit 1
+"$@" > "$out" 2>&1 &
+pid=$!
+i=0
+while [ "$i" -lt 40 ] && kill -0 "$pid" 2>/dev/null; do
+  grep -q 'transport' "$out" && break
+  sleep 0.1; i=$((i + 1))
+done
+kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+cat "$out"; rm -f "$out"
+"""
+
+
 async def _probe_rpc_protocol(transport: Transport, found: HostFacts) -> None:
     """Start the rpc binary on loopback for a moment and read its banner's version."""
     host = found.host
@@ -85,18 +101,16 @@ async def _probe_rpc_protocol(transport: Transport, found: HostFacts) -> None:
     if binary is None:
         return
     port = str(host.rpc_port + RPC_PROBE_PORT_OFFSET)
-    argv = [
-        "timeout",
-        "-s",
-        "INT",
-        "4",
-        *tool_argv(host, binary, "-H", "127.0.0.1", "-p", port, line_buffered=found.has_stdbuf),
-    ]
-    result = await transport.run(argv, timeout=30)
+    probe = tool_argv(host, binary, "-H", "127.0.0.1", "-p", port, line_buffered=found.has_stdbuf)
     try:
-        found.rpc_protocol = parse_rpc_banner(result.stdout + result.stderr).protocol_version
+        result = await transport.run(["sh", "-c", PROBE_SCRIPT, "clusterctl", *probe], timeout=30)
+    except ClusterError as exc:
+        found.rpc_probe_note = str(exc)
+        return
+    try:
+        found.rpc_protocol = parse_rpc_banner(result.stdout).protocol_version
     except ValueError:
-        lines = (result.stderr or result.stdout).strip().splitlines()
+        lines = result.stdout.strip().splitlines()
         found.rpc_probe_note = lines[-1] if lines else f"exit {result.exit_status}, no banner"
 
 
@@ -146,7 +160,10 @@ async def _gather_one(transport: Transport, want_rpc_probe: bool) -> HostFacts:
     async def managed() -> None:
         found.managed = await processes.list_managed(transport, host.run_dir)
 
-    await asyncio.gather(link(), memory(), listeners(), servers(), binaries(), managed())
+    try:
+        await asyncio.gather(link(), memory(), listeners(), servers(), binaries(), managed())
+    except ClusterError as exc:
+        found.error = f"reading facts failed: {exc}"
     return found
 
 
