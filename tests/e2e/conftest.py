@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import Cluster
+from support import Cluster
 
 from cluster.testbed.bed import Testbed, TestbedSpec, create
 from cluster.testbed.models import LOADABLE_SLOW, TINY, cached_model

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from e2e_support import REPO
+from support import clusterctl
 
 from cluster.testbed.network import find_leftovers
-
-
-def clusterctl(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERCTL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "cluster", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**clean, **(env or {})},
-        cwd=REPO,
-        check=False,
-    )
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from e2e_support import Cluster
+from support import Cluster
 
 from cluster.testbed.models import TinyModelSpec, cached_model
 
@@ -118,7 +118,7 @@ def test_unknown_host_key_is_refused_unless_opted_out(cluster: Cluster, tmp_path
     cluster.write_inventory(bee={"known_hosts": empty})
     code, _, checks = health(cluster, "--quick")
     assert code == 1
-    [(host, name, detail)] = [f for f in failures(checks) if f[1] == "ssh"]
+    [(host, _, detail)] = [f for f in failures(checks) if f[1] == "ssh"]
     assert host == "bee" and "host key" in detail and "not verified" in detail
     status = cluster.run("status")
     assert status.returncode == 3  # unreachable host: the transport exit code

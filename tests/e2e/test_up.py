@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import Cluster, llama_processes
+from support import Cluster, llama_processes
 
 from cluster.llamacpp.logs import LoadProgress
 from cluster.testbed.bed import TestbedSpec, create

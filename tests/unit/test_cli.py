@@ -6,12 +6,11 @@ These run the real ``python -m cluster`` in a subprocess; none needs root or a c
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import clusterctl
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -35,21 +34,6 @@ run_dir = "{run}/b"
 """
 
 PROFILE = 'model = "/nonexistent/m.gguf"\nrpc_hosts = ["a", "b"]\ntensor_split = "1/1"\n'
-
-
-def clusterctl(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERCTL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "cluster", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**clean, **(env or {})},
-        cwd=cwd,
-        check=False,
-    )
 
 
 @pytest.fixture

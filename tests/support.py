@@ -1,5 +1,5 @@
-"""Helpers of the end-to-end tests: one test's view of the testbed (inventory, profiles,
-state, the real CLI) and what is left running in its namespaces."""
+"""Test helpers: the real command line in a subprocess, one test's view of the testbed
+(inventory, profiles, state) and what is left running in its namespaces."""
 
 from __future__ import annotations
 
@@ -14,6 +14,22 @@ from cluster.store import Store
 from cluster.testbed.bed import Testbed
 
 REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def clusterctl(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m cluster`` as a user would, with no CLUSTERCTL_ variable inherited."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERCTL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "cluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**clean, **(env or {})},
+        cwd=cwd,
+        check=False,
+    )
 
 
 def profile_toml(model: Path | str, rpc_hosts: list[str], **keys: object) -> str:
