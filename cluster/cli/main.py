@@ -53,8 +53,9 @@ testbed_app = typer.Typer(
 app.add_typer(config_app, name="config")
 app.add_typer(testbed_app, name="testbed")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Piped or logged output gets wide tables instead of rich's 80-column default.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
 @dataclass

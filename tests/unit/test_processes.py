@@ -94,3 +94,27 @@ def test_arguments_reach_the_component_verbatim(host: HostConfig) -> None:
         return (await processes.poll_log(t, host.run_dir, "echo", 0)).new_text
 
     assert asyncio.run(go()) == hostile
+
+
+def test_logs_follow_streams_new_lines(host: HostConfig) -> None:
+    from cluster.orchestration import control
+    from cluster.transport.pool import HostPool
+
+    async def go() -> list[str]:
+        async with HostPool([host]) as pool:
+            await processes.spawn(
+                pool["a"],
+                host.run_dir,
+                "rpc-server",
+                ["sh", "-c", "echo one; sleep 0.5; echo two; sleep 0.5; echo three; sleep 30"],
+                {},
+            )
+            seen: list[str] = []
+            async for line in control.follow(pool, host, "rpc-server", lines=10):
+                seen.append(line)
+                if line == "three":
+                    break
+            await processes.stop(pool["a"], host.run_dir, "rpc-server")
+            return seen
+
+    assert asyncio.run(asyncio.wait_for(go(), 20)) == ["one", "two", "three"]
