@@ -27,11 +27,6 @@ class HostBuild:
     line_buffer: bool  # stdbuf exists: start components line-buffered
 
 
-def line_buffered(argv: list[str], build: HostBuild) -> list[str]:
-    """argv under ``stdbuf -oL -eL`` where the host has it (so banners reach the log)."""
-    return ["stdbuf", "-oL", "-eL", *argv] if build.line_buffer else argv
-
-
 async def _detect(pool: HostPool, host: HostConfig) -> HostBuild:
     transport = pool[host.name]
     listing = await transport.run(

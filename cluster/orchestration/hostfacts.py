@@ -72,10 +72,8 @@ class HostFacts:
 
 def tool_argv(host: HostConfig, binary: str, *args: str, line_buffered: bool = False) -> list[str]:
     """argv for a llama.cpp binary on a host: container prefix, env, stdbuf, binary, args."""
-    stdbuf = ["stdbuf", "-oL", "-eL"] if line_buffered else []
-    return processes.with_env(
-        [*stdbuf, f"{host.llama_bin_dir}/{binary}", *args], host.env, host.command_prefix
-    )
+    argv = [*host.command_prefix, f"{host.llama_bin_dir}/{binary}", *args]
+    return processes.component_argv(host, argv, host.env, line_buffered)
 
 
 # Run the rpc binary on loopback until its banner has been printed (or 4 s passed, or it

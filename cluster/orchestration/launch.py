@@ -113,7 +113,9 @@ class Launcher:
         argv = commands.rpc_server_argv(
             host, build.caps, cache=self.profile.rpc_cache, line_buffered=False
         )
-        full = launch_argv(host, argv, commands.rpc_server_env(host), build.line_buffer)
+        full = processes.component_argv(
+            host, argv, commands.rpc_server_env(host), build.line_buffer
+        )
         await processes.spawn(transport, host.run_dir, RPC_SERVER, full, {**meta, "argv": full})
         deadline = time.monotonic() + RPC_START_TIMEOUT_S
         progress_text = ""
@@ -177,7 +179,7 @@ class Launcher:
             )
         except commands.MissingCapabilityError as exc:
             raise ConfigError(str(exc), file=f"playbooks/{self.profile.name}.toml") from None
-        full = launch_argv(head, argv, dict(head.env), build.line_buffer)
+        full = processes.component_argv(head, argv, dict(head.env), build.line_buffer)
         await processes.spawn(
             self.pool[head.name],
             head.run_dir,
@@ -383,21 +385,6 @@ class Launcher:
         raise LaunchError(
             f"{profile.name} did not come up: {failures[-1]}{survived} (run {run_id})"
         )
-
-
-def launch_argv(
-    host: HostConfig, argv: list[str], env: dict[str, str], line_buffer: bool
-) -> list[str]:
-    """Put ``env K=V`` and ``stdbuf`` between the host's container prefix and the binary."""
-    prefix = len(host.command_prefix)
-    assert argv[:prefix] == host.command_prefix
-    assignments = [f"{key}={value}" for key, value in env.items()]
-    return [
-        *argv[:prefix],
-        *(["env", *assignments] if assignments else []),
-        *(commands.LINE_BUFFERED if line_buffer else ()),
-        *argv[prefix:],
-    ]
 
 
 def _evidence(verdict: Classification) -> str:

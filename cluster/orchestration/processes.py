@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cluster.config.models import HostConfig
+from cluster.llamacpp.commands import LINE_BUFFERED
 from cluster.transport.base import Transport
 
 # Shared shell functions: is a pid alive (and not a zombie), and is it still the process
@@ -177,10 +179,24 @@ def _sh(script: str, *args: str) -> list[str]:
     return ["sh", "-c", script, "clusterctl", *args]
 
 
-def with_env(argv: Sequence[str], env: Mapping[str, str], prefix: Sequence[str] = ()) -> list[str]:
-    """The full argv of a component: container prefix, then ``env K=V``, then the binary."""
+def component_argv(
+    host: HostConfig, argv: Sequence[str], env: Mapping[str, str], line_buffered: bool
+) -> list[str]:
+    """Put ``env K=V`` and ``stdbuf -oL`` between the host's container prefix and the binary.
+
+    ``argv`` starts with ``host.command_prefix`` (the argv builders put it there); the
+    environment and line buffering must apply inside the container, so they go after it.
+    """
+    prefix = len(host.command_prefix)
+    if list(argv[:prefix]) != host.command_prefix:
+        raise ValueError(f"argv does not start with {host.name}'s command prefix")
     assignments = [f"{key}={value}" for key, value in env.items()]
-    return [*prefix, *(["env", *assignments] if assignments else []), *argv]
+    return [
+        *argv[:prefix],
+        *(["env", *assignments] if assignments else []),
+        *(LINE_BUFFERED if line_buffered else ()),
+        *argv[prefix:],
+    ]
 
 
 async def spawn(
