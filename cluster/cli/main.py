@@ -9,6 +9,7 @@ Exit codes are fixed and documented in docs/cli.md (see ``cluster.errors``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -331,9 +332,11 @@ def logs(
     async def go() -> None:
         async with HostPool([target]) as pool:
             if follow:
-                async for line in control.follow(pool, target, component, lines):
-                    sys.stdout.write(line + "\n")
-                    sys.stdout.flush()
+                stream = control.follow(pool, target, component, lines)
+                async with contextlib.aclosing(stream) as followed:
+                    async for line in followed:
+                        sys.stdout.write(line + "\n")
+                        sys.stdout.flush()
             else:
                 sys.stdout.write(await control.logs(pool, target, component, lines))
 

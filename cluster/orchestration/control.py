@@ -8,7 +8,7 @@ crashed and came back) sees and stops exactly what an earlier one started.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 
 from cluster.config.models import HostConfig, Inventory
@@ -150,5 +150,7 @@ async def logs(pool: HostPool, host: HostConfig, component: str, lines: int) -> 
     return await processes.log_tail(pool[host.name], host.run_dir, component, lines)
 
 
-def follow(pool: HostPool, host: HostConfig, component: str, lines: int) -> AsyncIterator[str]:
+def follow(
+    pool: HostPool, host: HostConfig, component: str, lines: int
+) -> AsyncGenerator[str, None]:
     return pool[host.name].stream(processes.follow_argv(host.run_dir, component, lines))

@@ -10,7 +10,7 @@ ever builds a shell string out of input.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 from cluster.config.models import HostConfig
@@ -65,7 +65,7 @@ class Transport(abc.ABC):
         """Run argv to completion and collect its output."""
 
     @abc.abstractmethod
-    def stream(self, argv: Sequence[str]) -> AsyncIterator[str]:
+    def stream(self, argv: Sequence[str]) -> AsyncGenerator[str, None]:
         """Run argv and yield its stdout lines until it exits or the caller stops."""
 
     @abc.abstractmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
 from cluster.errors import TransportError
@@ -59,7 +59,7 @@ class LocalTransport(Transport):
         )
         return result.check() if check else result
 
-    async def stream(self, argv: Sequence[str]) -> AsyncIterator[str]:
+    async def stream(self, argv: Sequence[str]) -> AsyncGenerator[str, None]:
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,

@@ -12,7 +12,7 @@ import asyncio
 import shlex
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import asyncssh
 import structlog
@@ -132,7 +132,7 @@ class SSHTransport(Transport):
         )
         return result.check() if check else result
 
-    async def stream(self, argv: Sequence[str]) -> AsyncIterator[str]:
+    async def stream(self, argv: Sequence[str]) -> AsyncGenerator[str, None]:
         conn = await self._connection()
         try:
             async with conn.create_process(shlex.join(argv)) as process:

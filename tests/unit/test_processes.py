@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -110,10 +111,11 @@ def test_logs_follow_streams_new_lines(host: HostConfig) -> None:
                 {},
             )
             seen: list[str] = []
-            async for line in control.follow(pool, host, "rpc-server", lines=10):
-                seen.append(line)
-                if line == "three":
-                    break
+            async with contextlib.aclosing(control.follow(pool, host, "rpc-server", 10)) as lines:
+                async for line in lines:
+                    seen.append(line)
+                    if line == "three":
+                        break
             await processes.stop(pool["a"], host.run_dir, "rpc-server")
             return seen
 
