@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from cluster import facts
 from cluster.config.models import HostConfig
@@ -61,7 +61,3 @@ async def detect_builds(pool: HostPool, hosts: Iterable[HostConfig]) -> dict[str
     hosts = list(hosts)
     found = await asyncio.gather(*(_detect(pool, host) for host in hosts))
     return {build.host: build for build in found}
-
-
-def with_protocol(build: HostBuild, protocol: str) -> HostBuild:
-    return replace(build, caps=replace(build.caps, rpc_protocol=protocol))

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from cluster import facts
 from cluster.config.models import HostConfig, Inventory, Profile, format_split
 from cluster.config.resolve import Device, devices_for, serving_hosts
 from cluster.errors import ClusterError, ConfigError, LaunchError
@@ -144,13 +145,11 @@ class Launcher:
         )
 
     async def _listening(self, host: HostConfig) -> bool:
-        result = await self.pool[host.name].run(
-            ["ss", "-H", "-t", "-l", "-n", "src", str(host.link_address)]
-        )
+        result = await self.pool[host.name].run(facts.listeners_command())
+        address = str(host.link_address)
         return any(
-            line.split()[3].endswith(f":{host.rpc_port}")
-            for line in result.stdout.splitlines()
-            if len(line.split()) > 3
+            listener.port == host.rpc_port and listener.covers(address)
+            for listener in facts.parse_listeners(result.stdout)
         )
 
     def _check_protocols(self) -> None:
