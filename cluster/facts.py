@@ -10,6 +10,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 LLAMA_PROCESS_NAMES = ("llama-server", "rpc-server", "ggml-rpc-server")
 
@@ -201,7 +202,10 @@ for p in /proc/[0-9]*; do
   case "$comm" in
     llama-server|rpc-server|ggml-rpc-server)
       ns=$(readlink "$p/ns/net" 2>/dev/null)
-      [ -z "$ns" ] || [ "$ns" = "$me" ] && echo "${p#/proc/} $comm" ;;
+      # The session id (field 6 of stat, after the parenthesised comm) ties a server to
+      # the setsid wrapper clusterctl started, whose pid is in the run directory.
+      sid=$(sed 's/.*) //' "$p/stat" 2>/dev/null | cut -d' ' -f4)
+      [ -z "$ns" ] || [ "$ns" = "$me" ] && echo "${p#/proc/} $comm ${sid:-0}" ;;
   esac
 done
 exit 0
@@ -213,12 +217,20 @@ def processes_command() -> list[str]:
     return ["sh", "-c", PROCESS_SCRIPT]
 
 
-def parse_processes(stdout: str) -> list[tuple[int, str]]:
+class ServerProcess(NamedTuple):
+    pid: int
+    comm: str
+    session: int  # the session leader's pid: clusterctl's wrapper for what it started
+
+
+def parse_processes(stdout: str) -> list[ServerProcess]:
     found = []
     for line in stdout.splitlines():
-        pid, _, comm = line.partition(" ")
-        if pid.isdigit() and comm in LLAMA_PROCESS_NAMES:
-            found.append((int(pid), comm))
+        fields = line.split()
+        if len(fields) < 2 or not fields[0].isdigit() or fields[1] not in LLAMA_PROCESS_NAMES:
+            continue
+        session = int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else 0
+        found.append(ServerProcess(int(fields[0]), fields[1], session))
     return found
 
 

@@ -34,7 +34,7 @@ from cluster.config.models import Inventory, Profile, parse_split
 from cluster.errors import ClusterError, ConfigError
 from cluster.logging import configure_logging
 from cluster.orchestration import control
-from cluster.orchestration.health import failed, run_health
+from cluster.orchestration.health import failed, gate, run_health
 from cluster.orchestration.launch import Launcher
 from cluster.store import Store
 from cluster.transport.pool import HostPool
@@ -245,17 +245,7 @@ def up(
             )
             if not skip_health:
                 err.print(f"health gate for {chosen.name}...")
-                checks = await run_health(pool, inventory, chosen, measure_throughput=False)
-                if failed(checks):
-                    render.health(err, [ch for ch in checks if ch.level.value != "ok"])
-                    problems = "; ".join(
-                        f"{ch.host}: {ch.name}: {ch.detail}"
-                        for ch in checks
-                        if ch.level.value == "fail"
-                    )
-                    raise errors.LaunchError(
-                        f"health gate failed: {problems} (fix it, or pass --skip-health)"
-                    )
+                await gate(pool, inventory, chosen, show=lambda checks: render.health(err, checks))
             return await launcher.up()
 
     result = run_async(go)

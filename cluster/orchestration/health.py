@@ -8,12 +8,14 @@ gathers the facts and evaluates them. The CLI exits 0 when no check failed, 1 ot
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
 from cluster.config.models import Inventory, Profile
 from cluster.config.resolve import devices_for, serving_hosts
+from cluster.errors import LaunchError
 from cluster.facts import is_wildcard_or_public
 from cluster.orchestration.hostfacts import HostFacts, gather
 from cluster.orchestration.modelcheck import ModelReport, model_shard_paths, read_model_report
@@ -193,7 +195,7 @@ def _memory_check(f: HostFacts) -> Check:
 
 
 def _port_checks(f: HostFacts, wanted: list[tuple[str, int, str]]) -> list[Check]:
-    ours = {p.pid for p in f.managed if p.alive}
+    ours = f.our_pids
     checks = []
     for address, port, what in wanted:
         if what == "rpc-server" and is_wildcard_or_public(address):
@@ -229,7 +231,7 @@ def _port_checks(f: HostFacts, wanted: list[tuple[str, int, str]]) -> list[Check
 
 
 def _stray_check(f: HostFacts, managed_pids: set[int]) -> Check:
-    strays = [(pid, comm) for pid, comm in f.servers if pid not in managed_pids]
+    strays = [(s.pid, s.comm) for s in f.servers if s.pid not in managed_pids]
     if strays:
         listing = ", ".join(f"{comm} pid {pid}" for pid, comm in strays)
         return _warn(f.name, "strays", str(len(strays)), f"not started by clusterctl: {listing}")
@@ -270,7 +272,7 @@ def evaluate(
     head = inventory.cluster.head
     rpc_hosts = set(profile.rpc_hosts) if profile else set(found) - {head}
     checks: list[Check] = []
-    managed_pids = {p.pid for f in found.values() for p in f.managed if p.alive}
+    managed_pids = {pid for f in found.values() for pid in f.our_pids}
     for f in found.values():
         if not f.reachable:
             checks.append(_fail(f.name, "ssh", "unreachable", f.error or "unreachable"))
@@ -323,3 +325,24 @@ async def run_health(
     if profile is not None and found[inventory.cluster.head].reachable:
         model = await read_model_report(pool, inventory, profile, found)
     return evaluate(inventory, found, profile, model)
+
+
+async def gate(
+    pool: HostPool,
+    inventory: Inventory,
+    profile: Profile,
+    show: Callable[[list[Check]], None] = lambda checks: None,
+) -> None:
+    """The health gate in front of a launch: raise LaunchError naming every failed check.
+
+    ``show`` gets the checks that are not ok (warnings too) before the error is raised.
+    """
+    checks = await run_health(pool, inventory, profile, measure_throughput=False)
+    if failed(checks):
+        show([check for check in checks if check.level is not Level.OK])
+        problems = "; ".join(
+            f"{check.host}: {check.name}: {check.detail}"
+            for check in checks
+            if check.level is Level.FAIL
+        )
+        raise LaunchError(f"health gate failed: {problems} (fix it, or pass --skip-health)")

@@ -43,7 +43,7 @@ class HostFacts:
     link: facts.LinkState | None = None
     memory: facts.Memory | None = None
     listeners: list[facts.Listener] = field(default_factory=list)
-    servers: list[tuple[int, str]] = field(default_factory=list)
+    servers: list[facts.ServerProcess] = field(default_factory=list)
     binaries: frozenset[str] = frozenset()
     has_stdbuf: bool = False
     has_iperf: bool = False
@@ -57,6 +57,12 @@ class HostFacts:
     @property
     def name(self) -> str:
         return self.host.name
+
+    @property
+    def our_pids(self) -> set[int]:
+        """The wrappers clusterctl started here and the servers running under them."""
+        wrappers = {p.pid for p in self.managed if p.alive}
+        return wrappers | {s.pid for s in self.servers if s.session in wrappers}
 
     @property
     def reachable(self) -> bool:

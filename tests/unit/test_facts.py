@@ -70,9 +70,11 @@ def test_memory_reads_meminfo_and_amdgpu_sysfs() -> None:
 
 
 def test_processes_keep_only_llama_servers() -> None:
-    assert facts.parse_processes("12 llama-server\n13 ggml-rpc-server\n14 bash\nx junk\n") == [
-        (12, "llama-server"),
-        (13, "ggml-rpc-server"),
+    listed = "12 llama-server 10\n13 ggml-rpc-server 11\n14 bash 14\nx junk\n15 rpc-server\n"
+    assert facts.parse_processes(listed) == [
+        (12, "llama-server", 10),
+        (13, "ggml-rpc-server", 11),
+        (15, "rpc-server", 0),
     ]
 
 
