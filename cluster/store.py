@@ -5,15 +5,24 @@ and committed at once, so a controller killed at any moment loses nothing it rec
 
 - ``runs``: one job (a launch now; a bench, screen or sweep later) with its resolved config;
 - ``attempts``: one load of the cluster inside a run, with its failure class and log tails;
-- ``results``: one measured point or case inside a run, keyed so it is written once;
+- ``results``: one measured point or case inside a run, keyed so it is written once: what
+  was asked (``spec``), what was measured (``metrics``), and for a failure its class,
+  evidence line and the log tails of every component;
 - ``events``: a time line of what happened, for reports and post-mortems.
 
-The schema version lives in ``PRAGMA user_version``; ``migrate`` brings an older file up.
+The schema version lives in ``PRAGMA user_version``; ``migrate`` brings an older file up,
+one step per version, each in its own transaction.
+
+A run records the controller's pid and host, so a run left ``running`` by a controller
+that was killed can be told from one still going (``Run.stale``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -23,9 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -69,6 +76,16 @@ CREATE TABLE IF NOT EXISTS events (
     data_json TEXT NOT NULL DEFAULT '{}'
 );
 """
+_SCHEMA_V2 = """
+ALTER TABLE results ADD COLUMN spec_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE results ADD COLUMN evidence TEXT;
+ALTER TABLE results ADD COLUMN log_tails_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE runs ADD COLUMN controller_pid INTEGER;
+ALTER TABLE runs ADD COLUMN controller_host TEXT;
+"""
+# Index i brings a file from version i to version i + 1.
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class Run(BaseModel):
@@ -80,6 +97,34 @@ class Run(BaseModel):
     finished_at: float | None
     config: dict[str, Any]
     summary: dict[str, Any]
+    controller_pid: int | None = None
+    controller_host: str | None = None
+
+    @property
+    def stale(self) -> bool:
+        """Left ``running`` by a controller on this machine that no longer exists."""
+        if self.status != "running" or self.controller_pid is None:
+            return False
+        if self.controller_host != socket.gethostname():
+            return False  # another machine's controller: we cannot tell
+        return not _pid_alive(self.controller_pid)
+
+    @property
+    def shown_status(self) -> str:
+        return "interrupted" if self.stale else self.status
+
+
+class Result(BaseModel):
+    id: int
+    run_id: int
+    key: str
+    status: str
+    failure_class: str | None
+    evidence: str | None
+    spec: dict[str, Any]
+    metrics: dict[str, Any]
+    log_tails: dict[str, str]
+    created_at: float
 
 
 class Attempt(BaseModel):
@@ -110,12 +155,18 @@ class Store:
         self.migrate()
 
     def migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
-            # One script, one transaction: a crash mid-migration leaves the old version.
-            self._db.executescript(
-                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
-            )
+        """Bring the file to SCHEMA_VERSION. The version is read inside the write lock, so
+        two controllers opening a new file at once migrate it once; each step is one
+        transaction, so a crash mid-migration leaves the previous version."""
+        while True:
+            with self._tx() as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version >= SCHEMA_VERSION:
+                    return
+                for statement in _MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version + 1}")
 
     def close(self) -> None:
         self._db.close()
@@ -140,18 +191,71 @@ class Store:
     def start_run(self, kind: str, profile: str | None, config: dict[str, Any]) -> int:
         with self._tx() as db:
             cursor = db.execute(
-                "INSERT INTO runs (kind, profile, status, started_at, config_json) "
-                "VALUES (?, ?, 'running', ?, ?)",
-                (kind, profile, time.time(), json.dumps(config, default=str)),
+                "INSERT INTO runs (kind, profile, status, started_at, config_json, "
+                "controller_pid, controller_host) VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                (
+                    kind,
+                    profile,
+                    time.time(),
+                    json.dumps(config, default=str),
+                    os.getpid(),
+                    socket.gethostname(),
+                ),
             )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+    @contextmanager
+    def job(
+        self,
+        kind: str,
+        profile: str | None,
+        config: dict[str, Any],
+        resume: int | None = None,
+    ) -> Iterator[int]:
+        """A run for a job: new, or ``resume`` marked running again. A job that ends by
+        an exception without finishing its run leaves it ``interrupted`` (Ctrl-C) or
+        ``failed`` (an error), with the error's line in the summary."""
+        if resume is None:
+            run_id = self.start_run(kind, profile, config)
+        else:
+            self.resume_run(resume)
+            run_id = resume
+        try:
+            yield run_id
+        except BaseException as exc:
+            run = self.run(run_id)
+            if run is not None and run.status == "running":
+                interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+                self.finish_run(
+                    run_id,
+                    "interrupted" if interrupted else "failed",
+                    {**run.summary, "error": str(exc) or type(exc).__name__},
+                )
+            raise
+
+    def resume_run(self, run_id: int) -> None:
+        """Mark a run running again, owned by this controller."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, controller_pid = ?, "
+                "controller_host = ? WHERE id = ?",
+                (os.getpid(), socket.gethostname(), run_id),
+            )
 
     def finish_run(self, run_id: int, status: str, summary: dict[str, Any]) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, summary_json = ? WHERE id = ?",
                 (status, time.time(), json.dumps(summary, default=str), run_id),
+            )
+
+    def update_summary(self, run_id: int, summary: dict[str, Any]) -> None:
+        """Replace a running job's summary (what it has found so far)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET summary_json = ? WHERE id = ?",
+                (json.dumps(summary, default=str), run_id),
             )
 
     def run(self, run_id: int) -> Run | None:
@@ -207,11 +311,56 @@ class Store:
                 ),
             )
 
+    def next_attempt_number(self, run_id: int) -> int:
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(number), 0) FROM attempts WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return int(row[0]) + 1
+
     def attempts(self, run_id: int) -> list[Attempt]:
         rows = self._db.execute(
             "SELECT * FROM attempts WHERE run_id = ? ORDER BY number", (run_id,)
         )
         return [_attempt(row) for row in rows]
+
+    # results
+    def record_result(
+        self,
+        run_id: int,
+        key: str,
+        status: str,
+        *,
+        spec: dict[str, Any],
+        metrics: dict[str, Any] | None = None,
+        failure_class: str | None = None,
+        evidence: str | None = None,
+        log_tails: dict[str, str] | None = None,
+    ) -> None:
+        """Write one result, once: a second result under the same key is an error."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO results (run_id, key, status, failure_class, evidence, spec_json, "
+                "metrics_json, log_tails_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    key,
+                    status,
+                    failure_class,
+                    evidence,
+                    json.dumps(spec, default=str),
+                    json.dumps(metrics or {}, default=str),
+                    json.dumps(log_tails or {}),
+                    time.time(),
+                ),
+            )
+
+    def results(self, run_id: int) -> list[Result]:
+        rows = self._db.execute("SELECT * FROM results WHERE run_id = ? ORDER BY id", (run_id,))
+        return [_result(row) for row in rows]
+
+    def result_keys(self, run_id: int) -> set[str]:
+        rows = self._db.execute("SELECT key FROM results WHERE run_id = ?", (run_id,))
+        return {row[0] for row in rows}
 
     # events
     def event(self, run_id: int | None, kind: str, **data: Any) -> None:
@@ -238,7 +387,39 @@ def _run(row: sqlite3.Row) -> Run:
         finished_at=row["finished_at"],
         config=json.loads(row["config_json"]),
         summary=json.loads(row["summary_json"]),
+        controller_pid=row["controller_pid"],
+        controller_host=row["controller_host"],
     )
+
+
+def _result(row: sqlite3.Row) -> Result:
+    return Result(
+        id=row["id"],
+        run_id=row["run_id"],
+        key=row["key"],
+        status=row["status"],
+        failure_class=row["failure_class"],
+        evidence=row["evidence"],
+        spec=json.loads(row["spec_json"]),
+        metrics=json.loads(row["metrics_json"]),
+        log_tails=json.loads(row["log_tails_json"]),
+        created_at=row["created_at"],
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed, not yet reaped) is gone for our purposes.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _attempt(row: sqlite3.Row) -> Attempt:

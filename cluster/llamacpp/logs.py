@@ -57,6 +57,9 @@ class FailureClass(StrEnum):
     HANG = "hang"
     TIMEOUT = "timeout"
     HTTP_ERROR = "http_error"
+    # The prompt plus the generation does not fit one slot's context: HTTP 400
+    # exceed_context_size_error, or a generation cut short. The server goes on serving.
+    CONTEXT_FULL = "context_full"
     UNKNOWN = "unknown"
     NONE = "none"  # exited 0 (or still running) with no failure signature
 
@@ -123,6 +126,8 @@ SIGNATURES: tuple[tuple[FailureClass, tuple[re.Pattern[str], ...]], ...] = (
         _rx(r"GGML_ASSERT\(.*\) failed"),
         _rx(r"^/\S+\.(?:c|cc|cpp|cu|h|hpp):\d+: "),  # ggml_abort's "/path/file.cpp:123: message"
     )),
+    # A request refused while the server lives on: last, so any crash outranks it.
+    (FailureClass.CONTEXT_FULL, (_rx(r"exceeds the available context size"),)),
 )
 # fmt: on
 

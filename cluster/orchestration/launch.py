@@ -17,6 +17,8 @@ an allocation that does not fit), the next attempt starts after a backoff.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,7 +189,7 @@ class Launcher:
             {**meta, "argv": commands.redact(full)},
         )
 
-    async def _link_bytes(self) -> int:
+    async def link_bytes(self) -> int:
         result = await self.pool[self.head.name].run(_link_counter_argv(self.head.link_interface))
         return sum(int(value) for value in result.stdout.split() if value.isdigit())
 
@@ -198,7 +200,7 @@ class Launcher:
         start = last_progress = time.monotonic()
         offset = 0
         progress = LoadProgress()
-        link_seen = await self._link_bytes()
+        link_seen = await self.link_bytes()
         while True:
             await asyncio.sleep(POLL_S)
             now = time.monotonic()
@@ -209,7 +211,7 @@ class Launcher:
                 offset += len(poll.new_text.encode())
                 progress.feed(poll.new_text)
                 last_progress = now
-            link_now = await self._link_bytes()
+            link_now = await self.link_bytes()
             if link_now - link_seen >= LINK_PROGRESS_BYTES:
                 last_progress = now
             link_seen = link_now
@@ -246,18 +248,9 @@ class Launcher:
                 )
 
     async def _check_rpc_alive(self) -> None:
-        for host in self.rpc_hosts:
-            poll = await processes.poll_log(self.pool[host.name], host.run_dir, RPC_SERVER, 1 << 62)
-            if not poll.alive:
-                tail = await processes.log_tail(self.pool[host.name], host.run_dir, RPC_SERVER)
-                verdict = classify(poll.exit_status, _signal_of(poll.exit_status), tail)
-                raise AttemptFailed(
-                    verdict.cls
-                    if verdict.cls is not FailureClass.UNKNOWN
-                    else FailureClass.TRANSPORT_DROP,
-                    f"rpc-server on {host.name} exited ({poll.exit_status}): {_evidence(verdict)}",
-                    RPC_SERVER,
-                )
+        failure = await rpc_server_failure(self.pool, self.rpc_hosts)
+        if failure is not None:
+            raise failure
 
     async def _confirm(self, client: LlamaClient) -> None:
         try:
@@ -281,6 +274,7 @@ class Launcher:
     async def _attempt(self, run_id: int, number: int) -> float:
         meta = {
             "profile": self.profile.name,
+            "serving_key": self.serving_key,
             "split": format_split(self.split),
             "run_id": run_id,
             "attempt": number,
@@ -315,26 +309,41 @@ class Launcher:
         outcomes = await stop_components(self.pool, self.hosts)
         return [f"{o.name} on {o.host} (pid {o.pid})" for o in outcomes if o.survived]
 
-    async def up(self) -> LaunchResult:
+    @property
+    def serving_key(self) -> str:
+        """Names what this launch serves (profile values and split), for reusing a server."""
+        text = json.dumps([self.profile.model_dump(mode="json"), self.split], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def run_config(self) -> dict[str, Any]:
+        """What this launch serves, as recorded with its run."""
+        return {
+            "profile": self.profile.model_dump(mode="json"),
+            "split": format_split(self.split),
+            "devices": [vars(device) for device in self.devices],
+            "hosts": {h.name: h.model_dump(mode="json") for h in self.hosts},
+        }
+
+    async def up(self, run_id: int | None = None) -> LaunchResult:
+        """Bring the profile to serving, recording attempts in a new ``launch`` run, or in
+        ``run_id`` (a bench, screen or sweep that owns the run and finishes it itself)."""
         profile = self.profile
         split_text = format_split(self.split)
         self.host_builds = await detect_builds(self.pool, self.hosts)
         for name, build in self.host_builds.items():
             self.builds[name] = {"commit": build.caps.commit, "rpc_binary": build.caps.rpc_binary}
-        config = {
-            "profile": profile.model_dump(mode="json"),
-            "split": split_text,
-            "devices": [vars(device) for device in self.devices],
-            "hosts": {h.name: h.model_dump(mode="json") for h in self.hosts},
-        }
-        run_id = self.store.start_run("launch", profile.name, config)
+        owned = run_id is None
+        if run_id is None:
+            run_id = self.store.start_run("launch", profile.name, self.run_config())
+        first = self.store.next_attempt_number(run_id)
         survivors = await self.stop_all()
         total = profile.retries + 1
         failures: list[str] = []
-        for number in range(1, total + 1):
+        for tried in range(1, total + 1):
+            number = first + tried - 1
             attempt_id = self.store.start_attempt(run_id, number, split_text, self.builds)
             self.say(
-                f"attempt {number}/{total}: starting {len(self.rpc_hosts)} rpc-server(s) "
+                f"attempt {tried}/{total}: starting {len(self.rpc_hosts)} rpc-server(s) "
                 f"and llama-server (split {split_text})"
             )
             try:
@@ -349,20 +358,21 @@ class Launcher:
                     log_tails=tails,
                     builds=self.builds,
                 )
-                failures.append(f"attempt {number}: {failure.failure.value}: {failure.evidence}")
-                self.say(f"attempt {number} failed: {failure.failure.value}: {failure.evidence}")
+                failures.append(f"attempt {tried}: {failure.failure.value}: {failure.evidence}")
+                self.say(f"attempt {tried} failed: {failure.failure.value}: {failure.evidence}")
                 survivors += await self.stop_all()
                 if failure.failure in NOT_RETRYABLE:
                     self.say(f"not retrying: {failure.failure.value} does not change on a retry")
                     break
-                if number < total:
-                    backoff = profile.retry_backoff_s * 2 ** (number - 1)
+                if tried < total:
+                    backoff = profile.retry_backoff_s * 2 ** (tried - 1)
                     self.say(f"retrying in {backoff:g}s")
                     await asyncio.sleep(backoff)
                 continue
             except BaseException:
                 self.store.finish_attempt(attempt_id, "interrupted")
-                self.store.finish_run(run_id, "interrupted", {"failures": failures})
+                if owned:
+                    self.store.finish_run(run_id, "interrupted", {"failures": failures})
                 raise
             self.store.finish_attempt(
                 attempt_id, "ready", load_seconds=load_seconds, builds=self.builds
@@ -370,20 +380,57 @@ class Launcher:
             endpoint = f"http://{profile.bind_host}:{profile.port}"
             summary = {
                 "endpoint": endpoint,
-                "attempts": number,
+                "attempts": tried,
                 "load_seconds": load_seconds,
                 "failures": failures,
                 "survivors": survivors,
             }
-            self.store.finish_run(run_id, "ok", summary)
+            if owned:
+                self.store.finish_run(run_id, "ok", summary)
             return LaunchResult(
-                run_id, endpoint, number, load_seconds, split_text, self.builds, survivors
+                run_id, endpoint, tried, load_seconds, split_text, self.builds, survivors
             )
-        self.store.finish_run(run_id, "failed", {"failures": failures, "survivors": survivors})
+        if owned:
+            self.store.finish_run(run_id, "failed", {"failures": failures, "survivors": survivors})
         survived = f"; still running after SIGKILL: {', '.join(survivors)}" if survivors else ""
         raise LaunchError(
             f"{profile.name} did not come up: {failures[-1]}{survived} (run {run_id})"
         )
+
+
+async def rpc_server_failure(pool: HostPool, rpc_hosts: list[HostConfig]) -> AttemptFailed | None:
+    """The first rpc-server that is no longer running, classified; None when all run.
+
+    Its own log names a specific cause (an allocation failure, a GPU fault); otherwise a
+    worker that went away is a transport drop from the head's point of view.
+    """
+    for host in rpc_hosts:
+        poll = await processes.poll_log(pool[host.name], host.run_dir, RPC_SERVER, 1 << 62)
+        if poll.alive:
+            continue
+        tail = await processes.log_tail(pool[host.name], host.run_dir, RPC_SERVER)
+        verdict = classify(poll.exit_status, _signal_of(poll.exit_status), tail)
+        generic = verdict.cls in (FailureClass.UNKNOWN, FailureClass.SIGNAL, FailureClass.NONE)
+        return AttemptFailed(
+            FailureClass.TRANSPORT_DROP if generic else verdict.cls,
+            f"rpc-server on {host.name} exited ({poll.exit_status}): {_evidence(verdict)}",
+            RPC_SERVER,
+        )
+    return None
+
+
+async def llama_server_failure(pool: HostPool, head: HostConfig) -> AttemptFailed | None:
+    """llama-server on the head, classified from its exit and log tail, if it is gone."""
+    poll = await processes.poll_log(pool[head.name], head.run_dir, LLAMA_SERVER, 1 << 62)
+    if poll.alive:
+        return None
+    tail = await processes.log_tail(pool[head.name], head.run_dir, LLAMA_SERVER)
+    verdict = classify(poll.exit_status, _signal_of(poll.exit_status), tail)
+    return AttemptFailed(
+        verdict.cls,
+        f"llama-server exited ({poll.exit_status}): {_evidence(verdict)}",
+        LLAMA_SERVER,
+    )
 
 
 def _evidence(verdict: Classification) -> str:

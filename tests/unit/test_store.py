@@ -1,0 +1,93 @@
+"""The SQLite record: migration, results written once, job runs, stale runs."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cluster.store import _SCHEMA_V1, SCHEMA_VERSION, Store
+
+
+def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "clusterctl.db", isolation_level=None)
+    db.executescript(f"BEGIN;{_SCHEMA_V1}PRAGMA user_version = 1;COMMIT;")
+    db.execute(
+        "INSERT INTO runs (kind, profile, status, started_at) VALUES ('launch', 'p', 'ok', 1.0)"
+    )
+    db.execute(
+        "INSERT INTO results (run_id, key, status, created_at) VALUES (1, 'old', 'pass', 2.0)"
+    )
+    db.close()
+    with Store(tmp_path) as store:
+        version = store._db.execute("PRAGMA user_version").fetchone()[0]
+        assert version == SCHEMA_VERSION == 2
+        (old,) = store.results(1)
+        assert (old.key, old.spec, old.log_tails, old.evidence) == ("old", {}, {}, None)
+        run = store.run(1)
+        assert run is not None and run.controller_pid is None and not run.stale
+
+
+def test_two_stores_opening_a_new_file_migrate_it_once(tmp_path: Path) -> None:
+    first, second = Store(tmp_path), Store(tmp_path)
+    first.close()
+    second.close()
+    with Store(tmp_path) as store:
+        columns = [row[1] for row in store._db.execute("PRAGMA table_info(results)")]
+    assert columns.count("spec_json") == 1
+
+
+def test_a_result_is_written_once_and_read_back(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        run_id = store.start_run("screen", "p", {})
+        store.record_result(
+            run_id,
+            "c/opt/100",
+            "fail",
+            spec={"target": 100},
+            metrics={"calibrated": 101},
+            failure_class="transport_drop",
+            evidence="Remote RPC server crashed",
+            log_tails={"bee/rpc-server": "tail"},
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            store.record_result(run_id, "c/opt/100", "pass", spec={})
+        (result,) = store.results(run_id)
+        assert result.failure_class == "transport_drop"
+        assert result.metrics == {"calibrated": 101}
+        assert result.log_tails == {"bee/rpc-server": "tail"}
+        assert store.result_keys(run_id) == {"c/opt/100"}
+
+
+def test_a_job_that_raises_leaves_its_run_failed_or_interrupted(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        with pytest.raises(RuntimeError), store.job("bench", "p", {}) as failed_run:
+            raise RuntimeError("no server")
+        with pytest.raises(KeyboardInterrupt), store.job("bench", "p", {}) as stopped_run:
+            raise KeyboardInterrupt
+        with store.job("bench", "p", {}) as finished_run:
+            store.finish_run(finished_run, "ok", {"x": 1})
+        run = store.run(failed_run)
+        assert run is not None and (run.status, run.summary) == ("failed", {"error": "no server"})
+        run = store.run(stopped_run)
+        assert run is not None and run.status == "interrupted"
+        run = store.run(finished_run)
+        assert run is not None and (run.status, run.summary) == ("ok", {"x": 1})
+
+
+def test_a_running_run_whose_controller_is_gone_shows_interrupted(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        mine = store.start_run("screen", "p", {})
+        theirs = store.start_run("screen", "p", {})
+        dead_pid = subprocess.Popen(["true"])
+        dead_pid.wait()
+        store._db.execute("UPDATE runs SET controller_pid = ? WHERE id = ?", (dead_pid.pid, theirs))
+        assert store.run(mine).shown_status == "running"  # type: ignore[union-attr]
+        assert store.run(theirs).shown_status == "interrupted"  # type: ignore[union-attr]
+        store.resume_run(theirs)
+        assert store.run(theirs).shown_status == "running"  # type: ignore[union-attr]
+        assert store.next_attempt_number(theirs) == 1
+        store.start_attempt(theirs, 1, "1/1", {})
+        assert store.next_attempt_number(theirs) == 2
