@@ -1,4 +1,4 @@
-"""A small async client for llama-server's HTTP API (health, props, completion).
+"""A small async client for llama-server's HTTP API (health, props, completion, tokenize).
 
 httpx errors are mapped to ``cluster.errors.HTTPError`` here and nowhere else.
 """
@@ -31,11 +31,16 @@ class HealthState:
 
 class LlamaClient:
     def __init__(
-        self, base_url: str, api_key: SecretStr | None = None, timeout_s: float = 30.0
+        self, base_url: str, api_key: SecretStr | None = None, timeout_s: float | None = 30.0
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key else {}
         self.base_url = base_url
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The underlying client, for streaming (``cluster.measure.request``)."""
+        return self._http
 
     async def health(self) -> HealthState:
         """GET /health; a connection failure is a state (nothing answered), not an error."""
@@ -69,6 +74,32 @@ class LlamaClient:
     async def completion(self, prompt: str, n_predict: int = 8, **extra: Any) -> dict[str, Any]:
         body = {"prompt": prompt, "n_predict": n_predict, "cache_prompt": False, **extra}
         return await self._json("POST", "/completion", json=body)
+
+    async def tokenize(self, content: str, *, add_special: bool = True) -> list[int]:
+        """POST /tokenize: the token ids of ``content``.
+
+        With ``add_special`` (and the model's BOS on) the list starts with BOS: exactly the
+        tokens the server evaluates for a /completion whose prompt is this string. Special
+        token text (``<|im_start|>``) is parsed as the special token either way.
+        """
+        data = await self._json(
+            "POST", "/tokenize", json={"content": content, "add_special": add_special}
+        )
+        tokens = data.get("tokens")
+        if not isinstance(tokens, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in tokens
+        ):
+            raise HTTPError(f"POST {self.base_url}/tokenize: answer has no list of token ids")
+        return tokens
+
+    async def apply_template(self, messages: list[dict[str, str]]) -> str:
+        """POST /apply-template: the prompt the model's chat template makes of ``messages``,
+        generation prompt (the opening of the assistant turn) included."""
+        data = await self._json("POST", "/apply-template", json={"messages": messages})
+        prompt = data.get("prompt")
+        if not isinstance(prompt, str):
+            raise HTTPError(f"POST {self.base_url}/apply-template: answer has no prompt string")
+        return prompt
 
     async def close(self) -> None:
         await self._http.aclose()

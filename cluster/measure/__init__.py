@@ -1,0 +1,1 @@
+"""Measuring a serving cluster: prompt shapes, calibration, requests, benches, screens."""
