@@ -1,0 +1,31 @@
+"""How a measurement job tells its user where it is, without knowing about terminals.
+
+Jobs call ``begin`` with the number of steps they expect (requests, cases or probes),
+``advance`` after each, and ``say`` for a line worth reading later. The CLI implements it
+with rich progress bars (with an ETA) on stderr; tests and the library use ``Silent``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Progress(Protocol):
+    def begin(self, total: int | None, what: str) -> None: ...
+
+    def advance(self, what: str | None = None) -> None: ...
+
+    def say(self, message: str) -> None: ...
+
+
+class Silent:
+    """Progress that goes nowhere."""
+
+    def begin(self, total: int | None, what: str) -> None:
+        pass
+
+    def advance(self, what: str | None = None) -> None:
+        pass
+
+    def say(self, message: str) -> None:
+        pass

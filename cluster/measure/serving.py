@@ -1,0 +1,245 @@
+"""A profile serving for a measurement job, and one watched request against it.
+
+A bench, screen or ceiling needs the cluster up with a given profile (possibly with
+overrides such as ctx size and slots), an HTTP client to its llama-server, and a way to
+tell, while a request runs, whether it progresses, hangs, or a component died.
+
+``Serving.start`` reuses a llama-server that already serves exactly this profile and split
+(its ``serving_key`` matches and ``/health`` is 200), so a user who ran ``up`` does not pay
+a reload; otherwise it launches through the ``up`` machinery (watchdog, retries) and
+records the attempts in the job's run.
+
+``Serving.request`` streams one completion under a watchdog: progress is a stream chunk,
+new llama-server log output (prompt processing logs each batch) or link traffic. No
+progress for the stall limit is a hang; the whole request beyond its limit is a timeout; a
+component that exits is classified from its exit status and log tail. A failure is an
+``AttemptFailed`` with its class, like a failed launch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.config.models import Inventory, Profile
+from cluster.llamacpp.client import LlamaClient
+from cluster.llamacpp.logs import FailureClass, match_signature
+from cluster.measure.request import RequestFailed, RequestSample, stream_completion
+from cluster.orchestration import processes
+from cluster.orchestration.control import LLAMA_SERVER, RPC_SERVER
+from cluster.orchestration.health import gate
+from cluster.orchestration.launch import (
+    AttemptFailed,
+    Launcher,
+    LaunchResult,
+    llama_server_failure,
+    rpc_server_failure,
+)
+from cluster.store import Store
+from cluster.transport.pool import HostPool
+
+POLL_S = 0.5
+# After a request breaks, how long a dying component gets to show as dead.
+DEATH_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """How long a request may go without progress, and in all."""
+
+    stall_s: float
+    total_s: float
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the serving llama-server says about itself (``/props``)."""
+
+    slots: int
+    slot_ctx: int
+    build_info: str
+
+
+class Serving:
+    """One profile brought to serving for a job whose run records the launches."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        profile: Profile,
+        pool: HostPool,
+        store: Store,
+        run_id: int,
+        *,
+        split: list[float] | None = None,
+        environ: Mapping[str, str] | None = None,
+        say: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.inventory = inventory
+        self.profile = profile
+        self.pool = pool
+        self.store = store
+        self.run_id = run_id
+        self.say = say
+        self.launcher = Launcher(
+            inventory, profile, pool, store, split=split, environ=dict(environ or {}), say=say
+        )
+        self.head = inventory.head
+        self.rpc_hosts = self.launcher.rpc_hosts
+        self.reused = False
+        self.loads: list[LaunchResult] = []
+        self._client: LlamaClient | None = None
+        self.info: ServerInfo | None = None
+
+    @property
+    def client(self) -> LlamaClient:
+        if self._client is None:
+            raise RuntimeError("Serving.start() first")
+        return self._client
+
+    async def _connect(self) -> None:
+        if self._client is None:
+            address = await self.pool[self.head.name].open_tunnel(
+                self.profile.bind_host, self.profile.port
+            )
+            self._client = LlamaClient(
+                f"http://{address[0]}:{address[1]}",
+                self.launcher.api_key,
+                timeout_s=None,
+            )
+        props = await self.client.props()
+        settings = props.get("default_generation_settings", {})
+        self.info = ServerInfo(
+            slots=int(props.get("total_slots", 1)),
+            slot_ctx=int(settings.get("n_ctx", 0)) if isinstance(settings, dict) else 0,
+            build_info=str(props.get("build_info", "")),
+        )
+
+    async def _already_serving(self) -> bool:
+        listed = await processes.list_managed(self.pool[self.head.name], self.head.run_dir)
+        key = self.launcher.serving_key
+        if not any(
+            p.name == LLAMA_SERVER and p.alive and p.meta.get("serving_key") == key for p in listed
+        ):
+            return False
+        if await rpc_server_failure(self.pool, self.rpc_hosts) is not None:
+            return False
+        await self._connect()
+        return (await self.client.health()).ready
+
+    async def start(self, *, reuse: bool = True, health_gate: bool = True) -> None:
+        """Serve the profile: reuse a matching running server, or launch (gate first)."""
+        if reuse and await self._already_serving():
+            self.reused = True
+            self.say(f"reusing the running {self.profile.name} (split {self.split_text})")
+            self.store.event(self.run_id, "reused_server", serving_key=self.launcher.serving_key)
+            return
+        if health_gate:
+            self.say(f"health gate for {self.profile.name}...")
+            await gate(self.pool, self.inventory, self.profile)
+        await self.restart()
+
+    async def restart(self) -> LaunchResult:
+        """Stop every component and bring the profile up again (with the launch retries)."""
+        result = await self.launcher.up(self.run_id)
+        self.loads.append(result)
+        await self._connect()
+        return result
+
+    @property
+    def split_text(self) -> str:
+        return "/".join(f"{part:g}" for part in self.launcher.split)
+
+    @property
+    def builds(self) -> dict[str, dict[str, Any]]:
+        return self.launcher.builds
+
+    async def failure(self) -> AttemptFailed | None:
+        """A component that is gone, classified: llama-server first (its log names the
+        cause best, e.g. "Remote RPC server crashed"), then each rpc-server."""
+        dead = await llama_server_failure(self.pool, self.head)
+        return dead or await rpc_server_failure(self.pool, self.rpc_hosts)
+
+    async def log_tails(self, lines: int = 60) -> dict[str, str]:
+        tails = {}
+        for host in self.launcher.hosts:
+            for name in (RPC_SERVER, LLAMA_SERVER):
+                tail = await processes.log_tail(self.pool[host.name], host.run_dir, name, lines)
+                if tail:
+                    tails[f"{host.name}/{name}"] = tail
+        return tails
+
+    async def _progress_marker(self) -> int:
+        """Grows whenever the head logs something or its link carries traffic."""
+        poll = await processes.poll_log(
+            self.pool[self.head.name], self.head.run_dir, LLAMA_SERVER, 1 << 62
+        )
+        return poll.size + await self.launcher.link_bytes()
+
+    async def request(self, payload: Mapping[str, Any], limits: RequestLimits) -> RequestSample:
+        """Stream one completion under the watchdog; raise AttemptFailed when it fails."""
+        last_progress = start = time.monotonic()
+
+        def progressed() -> None:
+            nonlocal last_progress
+            last_progress = time.monotonic()
+
+        task = asyncio.create_task(
+            stream_completion(self.client.http, payload, on_progress=progressed)
+        )
+        marker = await self._progress_marker()
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=POLL_S)
+                if task in done:
+                    return await self._outcome(task)
+                now = time.monotonic()
+                new_marker = await self._progress_marker()
+                if new_marker != marker:
+                    marker, last_progress = new_marker, now
+                dead = await self.failure()
+                if dead is not None:
+                    raise dead
+                if now - last_progress > limits.stall_s:
+                    raise AttemptFailed(
+                        FailureClass.HANG,
+                        f"no tokens, log output or link traffic for {now - last_progress:.1f}s "
+                        f"(stall limit {limits.stall_s:g}s)",
+                        LLAMA_SERVER,
+                    )
+                if now - start > limits.total_s:
+                    raise AttemptFailed(
+                        FailureClass.TIMEOUT,
+                        f"request took over {limits.total_s:g}s",
+                        LLAMA_SERVER,
+                    )
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _outcome(self, task: asyncio.Task[RequestSample]) -> RequestSample:
+        try:
+            return task.result()
+        except RequestFailed as failed:
+            # A broken stream is usually a component dying: give it a moment to show.
+            deadline = time.monotonic() + (DEATH_GRACE_S if failed.kind != "http_status" else 0)
+            while True:
+                dead = await self.failure()
+                if dead is not None:
+                    raise dead from failed
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(POLL_S)
+            # The server lives on: its answer names the cause (e.g. the context is full).
+            known = match_signature(failed.message)
+            cls = known.cls if known is not None else FailureClass.HTTP_ERROR
+            raise AttemptFailed(cls, str(failed), LLAMA_SERVER) from failed
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
