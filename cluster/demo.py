@@ -1,8 +1,8 @@
 """The embedded default: a local two-host cluster on this machine, start to finish.
 
 ``clusterctl demo`` builds (or finds cached) the current llama.cpp, generates a tiny
-model, and runs the main job on ``cluster/defaults/hosts.demo.toml``: health, up, one
-completion, status, down. No real hardware and no root needed.
+model, and runs the main job on ``cluster/defaults/hosts.demo.toml``: health, up, a
+bench, the demo screen (every prompt shape), status, down. No real hardware and no root needed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from cluster.testbed.builds import GENERATIONS, ensure_build
 from cluster.testbed.models import TINY, cached_model
 
 DEMO_PROFILE = "demo-tiny"
+DEMO_SCREEN = "demo-shapes"
 
 
 def defaults_dir() -> Path:

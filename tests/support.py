@@ -13,7 +13,7 @@ from pathlib import Path
 from cluster.store import Store
 from cluster.testbed.bed import Testbed
 
-REPO = Path(__file__).resolve().parent.parent.parent
+REPO = Path(__file__).resolve().parent.parent
 
 
 def clusterctl(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +14,6 @@ from cluster.cli.main import app, err, out, run_async, testbed_app
 from cluster.config.loader import resolve_sources
 from cluster.config.models import format_split
 from cluster.errors import EXIT_CHECK_FAILED, ClusterError
-from cluster.llamacpp.client import LlamaClient
 from cluster.orchestration import control
 from cluster.orchestration.health import failed, run_health
 from cluster.orchestration.launch import Launcher
@@ -32,10 +30,17 @@ def demo(
         bool, typer.Option(envvar="CLUSTERCTL_DEMO_KEEP", help="Leave it serving.")
     ] = False,
 ) -> None:
-    """The main job on the embedded default: health, up, a completion, status, down."""
+    """The main job on the embedded default: health, up, bench, a screen, status, down."""
+    from cluster.cli.measure import BarProgress
+    from cluster.measure.bench import BenchRequest, run_bench
+    from cluster.measure.playbook import load_screen
+    from cluster.measure.screen import Screen
+    from cluster.report import tables
+
     inventory, profile = demo_mod.prepare(lambda message: err.print(message))
-    hosts_file, _ = demo_mod.demo_config()
+    hosts_file, playbooks = demo_mod.demo_config()
     sources = resolve_sources(inventory, hosts_file)
+    screen_book, screen_path = load_screen(playbooks, demo_mod.DEMO_SCREEN)
 
     async def go() -> int:
         async with HostPool(inventory.hosts.values()) as pool:
@@ -45,34 +50,56 @@ def demo(
             if failed(checks):
                 return EXIT_CHECK_FAILED
             err.print(f"[bold]2. up {profile.name}[/] (split {format_split(profile.tensor_split)})")
-            launcher = Launcher(
-                inventory, profile, pool, Store(sources.state_dir), say=lambda m: err.print(m)
-            )
+            store = Store(sources.state_dir)
+            launcher = Launcher(inventory, profile, pool, store, say=lambda m: err.print(m))
             result = await launcher.up()
             out.print(
                 f"serving at {result.endpoint} after {result.attempts} attempt(s), "
                 f"load {result.load_seconds:.2f}s"
             )
             try:
-                err.print("[bold]3. a completion[/]")
-                async with LlamaClient(result.endpoint) as client:
-                    start = time.monotonic()
-                    answer = await client.completion("The cluster", n_predict=16, ignore_eos=True)
-                    timings = answer.get("timings", {})
-                    took = time.monotonic() - start
-                    out.print(
-                        f"{timings.get('predicted_n', '?')} tokens in {took:.2f}s: "
-                        f"prompt {timings.get('prompt_per_second', 0):.1f} tok/s, "
-                        f"generation {timings.get('predicted_per_second', 0):.1f} tok/s"
+                err.print("[bold]3. bench[/] (random prompt of 256 tokens, 64 generated)")
+                progress = BarProgress()
+                with progress.shown():
+                    bench = await run_bench(
+                        inventory,
+                        profile,
+                        pool,
+                        store,
+                        BenchRequest(tokens=256, gen=64, repeat=3),
+                        progress,
+                        health_gate=False,
                     )
-                err.print("[bold]4. status[/]")
+                run = store.run(bench.run_id)
+                assert run is not None
+                out.print(tables.results_table(run, store.results(bench.run_id)))
+                err.print(f"[bold]4. screen {screen_book.name}[/] ({screen_book.description})")
+                with progress.shown():
+                    screen = await Screen(
+                        inventory,
+                        screen_book,
+                        screen_path,
+                        {profile.name: profile},
+                        pool,
+                        store,
+                        progress,
+                        health_gate=False,
+                    ).run()
+                run = store.run(screen.run_id)
+                assert run is not None
+                out.print(tables.results_table(run, store.results(screen.run_id)))
+                err.print("[bold]5. status[/]")
                 rows, unreachable = await control.status(pool, inventory)
                 render.status(out, rows, unreachable)
+                err.print(
+                    f"recorded as runs {bench.run_id} and {screen.run_id}; to publish the "
+                    f"screen: clusterctl --config {hosts_file} show {screen.run_id} --markdown"
+                )
             finally:
                 if not keep:
-                    err.print("[bold]5. down[/]")
+                    err.print("[bold]6. down[/]")
                     render.down(out, await control.down(pool, inventory))
-        return 0
+        return 0 if not screen.failed and bench.outcome.failure is None else EXIT_CHECK_FAILED
 
     code = run_async(go)
     if code:

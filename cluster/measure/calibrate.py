@@ -103,7 +103,7 @@ class CalibratedPrompt:
 
 
 class _Search:
-    """The counts probed so far, the best one, and the probe budget."""
+    """The counts probed so far, by size; the closest one is the result."""
 
     def __init__(
         self, shape: Shape, tokenizer: Tokenizer, prefix: str, prefix_tokens: Sequence[int]

@@ -16,10 +16,13 @@ from cluster.testbed.network import find_leftovers
 def test_demo_runs_the_main_job_and_leaves_nothing(current_bin: Path) -> None:
     result = clusterctl("demo")
     assert result.returncode == 0, result.stderr
-    for step in ("1. health", "2. up demo-tiny", "3. a completion", "4. status", "5. down"):
+    steps = ("1. health", "2. up demo-tiny", "3. bench", "4. screen demo-shapes", "5. status")
+    for step in (*steps, "6. down"):
         assert step in result.stderr
     assert "serving at http://127.0.0.1:18080 after 1 attempt(s)" in result.stdout
-    assert "16 tokens in" in result.stdout
+    assert "reusing the running demo-tiny" in result.stderr  # the screen did not reload
+    assert "1 case: 1 pass, 0 fail" in result.stdout
+    assert "14 cases: 14 pass, 0 fail" in result.stdout
     assert "evo: llama-server: terminated" in result.stdout
     leftovers = subprocess.run(["pgrep", "-f", "clusterctl/demo"], capture_output=True, text=True)
     assert leftovers.stdout == ""
