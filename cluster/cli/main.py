@@ -335,7 +335,7 @@ def logs(
 
 def run() -> None:
     """Entry point: one clear line and the documented exit code for every known error."""
-    from cluster.cli import extra  # noqa: F401  (registers testbed and demo commands)
+    from cluster.cli import extra, measure, sweep  # noqa: F401  (register their commands)
 
     try:
         app()

@@ -123,10 +123,10 @@ class CaseRunner:
         except ValueError as exc:
             raise ConfigError(f"case {spec.key}: {exc}") from None
 
-    def recorded(self, spec: CaseSpec) -> CaseOutcome | None:
+    def recorded(self, spec: CaseSpec, key: str | None = None) -> CaseOutcome | None:
         """The case as already recorded in this run (a resumed job), or None."""
         for result in self.store.results(self.run_id):
-            if result.key == spec.key:
+            if result.key == (key or spec.key):
                 failure = None
                 if result.failure_class is not None:
                     failure = AttemptFailed(
@@ -170,8 +170,19 @@ class CaseRunner:
                 )
         return list(samples), [sent for _, sent in payloads], time.monotonic() - start
 
-    async def run(self, spec: CaseSpec, *, repeat: int = 1, warmup: int = 0) -> CaseOutcome:
-        """Run and record one case; a failure is recorded and returned, not raised."""
+    async def run(
+        self,
+        spec: CaseSpec,
+        *,
+        repeat: int = 1,
+        warmup: int = 0,
+        key: str | None = None,
+        annotate: Callable[[dict[str, Any]], dict[str, Any]] = lambda metrics: {},
+    ) -> CaseOutcome:
+        """Run and record one case under ``key`` (default: the spec's); a failure is
+        recorded and returned, not raised. ``annotate`` adds fields to the metrics (a
+        sweep's load time and objective) before they are written."""
+        key = key or spec.key
         samples: list[RequestSample] = []
         sent: list[int] = []
         wall = 0.0
@@ -187,9 +198,10 @@ class CaseRunner:
                 wall += round_wall
         except AttemptFailed as failure:
             metrics = case_metrics(prompt, samples, sent_tokens=sent)
+            metrics.update(annotate(metrics))
             self.store.record_result(
                 self.run_id,
-                spec.key,
+                key,
                 FAIL,
                 spec=spec.model_dump(),
                 metrics=metrics,
@@ -201,7 +213,6 @@ class CaseRunner:
         metrics = case_metrics(
             prompt, samples, sent_tokens=sent, wall_s=wall if spec.concurrency > 1 else None
         )
-        self.store.record_result(
-            self.run_id, spec.key, PASS, spec=spec.model_dump(), metrics=metrics
-        )
+        metrics.update(annotate(metrics))
+        self.store.record_result(self.run_id, key, PASS, spec=spec.model_dump(), metrics=metrics)
         return CaseOutcome(spec, PASS, None, metrics)

@@ -84,8 +84,9 @@ class Serving:
         self.store = store
         self.run_id = run_id
         self.say = say
+        self.environ = dict(environ or {})
         self.launcher = Launcher(
-            inventory, profile, pool, store, split=split, environ=dict(environ or {}), say=say
+            inventory, profile, pool, store, split=split, environ=self.environ, say=say
         )
         self.head = inventory.head
         self.rpc_hosts = self.launcher.rpc_hosts
@@ -145,6 +146,23 @@ class Serving:
     async def restart(self) -> LaunchResult:
         """Stop every component and bring the profile up again (with the launch retries)."""
         result = await self.launcher.up(self.run_id)
+        self.loads.append(result)
+        await self._connect()
+        return result
+
+    async def reload(self, split: list[float]) -> LaunchResult:
+        """Serve another split: llama-server alone is restarted while the rpc-servers keep
+        running (their tensor caches spare resending unchanged weights)."""
+        self.launcher = Launcher(
+            self.inventory,
+            self.profile,
+            self.pool,
+            self.store,
+            split=split,
+            environ=self.environ,
+            say=self.say,
+        )
+        result = await self.launcher.up(self.run_id, keep_rpc=True)
         self.loads.append(result)
         await self._connect()
         return result

@@ -271,7 +271,7 @@ class Launcher:
                     tails[f"{host.name}/{name}"] = tail
         return tails
 
-    async def _attempt(self, run_id: int, number: int) -> float:
+    async def _attempt(self, run_id: int, number: int, reuse_rpc: bool = False) -> float:
         meta = {
             "profile": self.profile.name,
             "serving_key": self.serving_key,
@@ -280,12 +280,13 @@ class Launcher:
             "attempt": number,
             "started_at": time.time(),
         }
-        await asyncio.gather(
-            *(
-                self._start_rpc_server(host, {**meta, "port": host.rpc_port})
-                for host in self.rpc_hosts
+        if not reuse_rpc:
+            await asyncio.gather(
+                *(
+                    self._start_rpc_server(host, {**meta, "port": host.rpc_port})
+                    for host in self.rpc_hosts
+                )
             )
-        )
         self._check_protocols()
         self.store.event(run_id, "rpc_servers_up", attempt=number, builds=self.builds)
         await self._start_llama_server(
@@ -324,9 +325,26 @@ class Launcher:
             "hosts": {h.name: h.model_dump(mode="json") for h in self.hosts},
         }
 
-    async def up(self, run_id: int | None = None) -> LaunchResult:
+    async def _stop_for_reload(self) -> tuple[list[str], bool]:
+        """Stop llama-server only, when every rpc-server still runs; else stop everything.
+
+        Returns the survivors and whether the rpc-servers were kept."""
+        if await rpc_server_failure(self.pool, self.rpc_hosts) is None:
+            outcome = await processes.stop(
+                self.pool[self.head.name], self.head.run_dir, LLAMA_SERVER
+            )
+            if not outcome.survived:
+                return [], True
+            return [f"{outcome.name} on {outcome.host} (pid {outcome.pid})"], False
+        return await self.stop_all(), False
+
+    async def up(self, run_id: int | None = None, *, keep_rpc: bool = False) -> LaunchResult:
         """Bring the profile to serving, recording attempts in a new ``launch`` run, or in
-        ``run_id`` (a bench, screen or sweep that owns the run and finishes it itself)."""
+        ``run_id`` (a bench, screen or sweep that owns the run and finishes it itself).
+
+        ``keep_rpc`` reloads llama-server alone when every rpc-server still runs, so their
+        tensor caches spare a resend of unchanged weights (a split sweep); after a failed
+        attempt everything is stopped and the retries start from scratch."""
         profile = self.profile
         split_text = format_split(self.split)
         self.host_builds = await detect_builds(self.pool, self.hosts)
@@ -336,18 +354,23 @@ class Launcher:
         if run_id is None:
             run_id = self.store.start_run("launch", profile.name, self.run_config())
         first = self.store.next_attempt_number(run_id)
-        survivors = await self.stop_all()
+        if keep_rpc:
+            survivors, reuse_rpc = await self._stop_for_reload()
+        else:
+            survivors, reuse_rpc = await self.stop_all(), False
         total = profile.retries + 1
         failures: list[str] = []
         for tried in range(1, total + 1):
             number = first + tried - 1
             attempt_id = self.store.start_attempt(run_id, number, split_text, self.builds)
-            self.say(
-                f"attempt {tried}/{total}: starting {len(self.rpc_hosts)} rpc-server(s) "
-                f"and llama-server (split {split_text})"
+            starting = (
+                "llama-server (rpc-servers kept)"
+                if reuse_rpc
+                else f"{len(self.rpc_hosts)} rpc-server(s) and llama-server"
             )
+            self.say(f"attempt {tried}/{total}: starting {starting} (split {split_text})")
             try:
-                load_seconds = await self._attempt(run_id, number)
+                load_seconds = await self._attempt(run_id, number, reuse_rpc)
             except AttemptFailed as failure:
                 tails = await self._log_tails()
                 self.store.finish_attempt(
@@ -361,6 +384,7 @@ class Launcher:
                 failures.append(f"attempt {tried}: {failure.failure.value}: {failure.evidence}")
                 self.say(f"attempt {tried} failed: {failure.failure.value}: {failure.evidence}")
                 survivors += await self.stop_all()
+                reuse_rpc = False
                 if failure.failure in NOT_RETRYABLE:
                     self.say(f"not retrying: {failure.failure.value} does not change on a retry")
                     break
