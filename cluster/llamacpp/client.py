@@ -29,13 +29,23 @@ class HealthState:
         return self.status_code == 503
 
 
+KEEPALIVE_S = 2.0
+
+
 class LlamaClient:
     def __init__(
         self, base_url: str, api_key: SecretStr | None = None, timeout_s: float | None = 30.0
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key else {}
         self.base_url = base_url
-        self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s)
+        # llama-server drops idle connections after 5 s; through an ssh tunnel the close can
+        # arrive after httpx picked the connection for the next request. Expire them first.
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=timeout_s,
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
+        )
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -52,7 +62,12 @@ class LlamaClient:
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = await self._http.request(method, path, **kwargs)
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.RemoteProtocolError:
+                # A pooled connection the server had already closed: these requests are
+                # all idempotent, so one more on a fresh connection is safe.
+                response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise HTTPError(f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code != 200:

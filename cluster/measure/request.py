@@ -37,13 +37,12 @@ tree of ``cluster.errors``; httpx exceptions are mapped here and nowhere else::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -52,10 +51,12 @@ import httpx
 from cluster.errors import HTTPError
 
 COMPLETION_PATH = "/completion"
-# After the final chunk only the end of the body is left; reading it lets httpx reuse the
-# connection (a half-read response is closed, and the next request would pay a connect).
-# The sample is already complete, so a server that keeps the body open costs this, no more.
-DRAIN_S = 1.0
+# Every streamed request gets its own connection. llama-server closes the connection after
+# a stream although it announced keep-alive, and through an ssh tunnel that close can come
+# after httpx has handed the connection to the next request, which then fails at once
+# ("Server disconnected without sending a response"; seen in 3 of 10 benches). A connect
+# costs under a millisecond; waiting for the end of the body to reuse one cost a second.
+STREAM_HEADERS = {"Connection": "close"}
 
 FailureKind = Literal["http_status", "stream_error", "disconnected", "malformed"]
 
@@ -392,13 +393,6 @@ def _error_data_message(data: str) -> str:
     return _error_message(body)
 
 
-async def _drain(lines: AsyncIterator[str]) -> None:
-    with contextlib.suppress(httpx.HTTPError, TimeoutError):
-        async with asyncio.timeout(DRAIN_S):
-            async for _ in lines:
-                pass
-
-
 async def stream_completion(
     http: httpx.AsyncClient,
     payload: Mapping[str, Any],
@@ -417,7 +411,9 @@ async def stream_completion(
     """
     stream = _Stream(clock())
     try:
-        async with http.stream("POST", COMPLETION_PATH, json={**payload, "stream": True}) as resp:
+        async with http.stream(
+            "POST", COMPLETION_PATH, json={**payload, "stream": True}, headers=STREAM_HEADERS
+        ) as resp:
             if resp.status_code != 200:
                 raw = await resp.aread()
                 raise RequestFailed(
@@ -449,7 +445,7 @@ async def stream_completion(
                         on_progress()
                     stream.take(event, now)
                     if stream.sample is not None:
-                        await _drain(lines)
+                        # Done: leaving the block closes the connection, whatever is left.
                         return stream.sample
             cut = " in the middle of an event" if decoder.pending else ""
             raise stream.failed(
