@@ -71,6 +71,10 @@ class BarProgress:
             if what:
                 self._bar.update(self._task, description=what)
 
+    def describe(self, what: str) -> None:
+        if self._task is not None:
+            self._bar.update(self._task, description=what)
+
     def say(self, message: str) -> None:
         self._bar.console.print(message, markup=False, highlight=False)
 

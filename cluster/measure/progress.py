@@ -1,8 +1,9 @@
 """How a measurement job tells its user where it is, without knowing about terminals.
 
 Jobs call ``begin`` with the number of steps they expect (requests, cases or probes),
-``advance`` after each, and ``say`` for a line worth reading later. The CLI implements it
-with rich progress bars (with an ETA) on stderr; tests and the library use ``Silent``.
+``describe`` when one starts, ``advance`` after each, and ``say`` for a line worth reading
+later. The CLI implements it with rich progress bars (with an ETA) on stderr; tests and the
+library use ``Silent``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ class Progress(Protocol):
 
     def advance(self, what: str | None = None) -> None: ...
 
+    def describe(self, what: str) -> None: ...
+
     def say(self, message: str) -> None: ...
 
 
@@ -25,6 +28,9 @@ class Silent:
         pass
 
     def advance(self, what: str | None = None) -> None:
+        pass
+
+    def describe(self, what: str) -> None:
         pass
 
     def say(self, message: str) -> None:

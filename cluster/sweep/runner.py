@@ -185,6 +185,11 @@ class Sweep:
             return result.metrics.get("objective"), False
         started = time.monotonic()
         text = format_split(split)
+        best_so_far = self._best(run_id)
+        self.progress.describe(
+            f"split {text}"
+            + (f" | best {best_so_far[0]} {best_so_far[1]:.2f}" if best_so_far else "")
+        )
         if self._memory is not None:
             misfits = self._memory.misfits(self.inventory, self.profile, split)
             if misfits:
