@@ -37,6 +37,7 @@ from cluster.orchestration.launch import (
     LaunchResult,
     llama_server_failure,
     rpc_server_failure,
+    worker_first,
 )
 from cluster.store import Store
 from cluster.transport.pool import HostPool
@@ -176,10 +177,13 @@ class Serving:
         return self.launcher.builds
 
     async def failure(self) -> AttemptFailed | None:
-        """A component that is gone, classified: llama-server first (its log names the
-        cause best, e.g. "Remote RPC server crashed"), then each rpc-server."""
+        """A component that is gone, classified: a dead rpc-server is the cause when
+        llama-server died of losing it; otherwise llama-server's own log, then each
+        rpc-server's."""
         dead = await llama_server_failure(self.pool, self.head)
-        return dead or await rpc_server_failure(self.pool, self.rpc_hosts)
+        if dead is not None:
+            return await worker_first(self.pool, self.rpc_hosts, dead)
+        return await rpc_server_failure(self.pool, self.rpc_hosts)
 
     async def log_tails(self, lines: int = 60) -> dict[str, str]:
         tails = {}

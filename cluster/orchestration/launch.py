@@ -216,13 +216,9 @@ class Launcher:
                 last_progress = now
             link_seen = link_now
             if not poll.alive:
-                tail = await processes.log_tail(self.pool[head.name], head.run_dir, LLAMA_SERVER)
-                verdict = classify(poll.exit_status, _signal_of(poll.exit_status), tail)
-                raise AttemptFailed(
-                    verdict.cls,
-                    f"llama-server exited ({poll.exit_status}): {_evidence(verdict)}",
-                    LLAMA_SERVER,
-                )
+                dead = await llama_server_failure(self.pool, head)
+                if dead is not None:
+                    raise await worker_first(self.pool, self.rpc_hosts, dead)
             fatal = progress.fatal
             if fatal is not None:
                 raise AttemptFailed(
@@ -454,6 +450,32 @@ async def llama_server_failure(pool: HostPool, head: HostConfig) -> AttemptFaile
         verdict.cls,
         f"llama-server exited ({poll.exit_status}): {_evidence(verdict)}",
         LLAMA_SERVER,
+    )
+
+
+# What llama-server says when a worker it was using went away mid-load or mid-request:
+# it may be sending (a transport drop) or opening a new connection (connect refused).
+_WORKER_GONE = {
+    FailureClass.RPC_CONNECT,
+    FailureClass.RPC_HANDSHAKE,
+    FailureClass.TRANSPORT_DROP,
+    FailureClass.SIGNAL,
+    FailureClass.UNKNOWN,
+}
+
+
+async def worker_first(
+    pool: HostPool, rpc_hosts: list[HostConfig], server: AttemptFailed
+) -> AttemptFailed:
+    """llama-server's failure, unless an rpc-server it used has died: then that is the
+    cause (a connect refused by a dead worker is a transport drop, not a setup problem)."""
+    if server.failure not in _WORKER_GONE:
+        return server
+    worker = await rpc_server_failure(pool, rpc_hosts)
+    if worker is None:
+        return server
+    return AttemptFailed(
+        worker.failure, f"{worker.evidence}; then {server.evidence}", worker.component
     )
 
 
