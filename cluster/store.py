@@ -262,6 +262,13 @@ class Store:
         row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _run(row) if row else None
 
+    def last_run_id(self, kind: str) -> int | None:
+        """The newest run of a kind, for pointing a user at it."""
+        row = self._db.execute(
+            "SELECT id FROM runs WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,)
+        ).fetchone()
+        return int(row[0]) if row else None
+
     def runs(self, kind: str | None = None, limit: int = 50) -> list[Run]:
         if kind is None:
             rows = self._db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
@@ -357,6 +364,12 @@ class Store:
     def results(self, run_id: int) -> list[Result]:
         rows = self._db.execute("SELECT * FROM results WHERE run_id = ? ORDER BY id", (run_id,))
         return [_result(row) for row in rows]
+
+    def result(self, run_id: int, key: str) -> Result | None:
+        row = self._db.execute(
+            "SELECT * FROM results WHERE run_id = ? AND key = ?", (run_id, key)
+        ).fetchone()
+        return _result(row) if row else None
 
     def result_keys(self, run_id: int) -> set[str]:
         rows = self._db.execute("SELECT key FROM results WHERE run_id = ?", (run_id,))

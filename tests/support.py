@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cluster.store import Store
@@ -152,6 +153,28 @@ class Cluster:
 
     def store(self) -> Store:
         return Store(self.state_dir)
+
+    def wait_for_run(
+        self,
+        kind: str,
+        process: subprocess.Popen[str],
+        ready: Callable[[Store, int], bool],
+        what: str,
+        timeout: float = 120,
+    ) -> int:
+        """Poll the record until the newest run of ``kind`` is ``ready``; its id.
+
+        Fails at once when ``process`` (the job) ends first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state_dir.joinpath("clusterctl.db").exists():
+                with self.store() as store:
+                    run_id = store.last_run_id(kind)
+                    if run_id is not None and ready(store, run_id):
+                        return run_id
+            assert process.poll() is None, f"the {kind} ended before {what}"
+            time.sleep(0.05)
+        raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def llama_processes(bed: Testbed) -> list[str]:

@@ -80,6 +80,11 @@ class Context:
             )
         return self._inventory, self._sources
 
+    def store(self) -> Store:
+        """The record in the resolved state directory."""
+        _, sources = self.load()
+        return Store(sources.state_dir)
+
     def profile(self, name: str) -> Profile:
         _, sources = self.load()
         return load_profile(sources.playbooks_dir, name)

@@ -28,7 +28,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cluster.cli.main import Context, _ctx, app, err, out, print_json, run_async
+from cluster.cli.main import _ctx, app, err, out, print_json, run_async
 from cluster.config.loader import validate
 from cluster.config.models import parse_split
 from cluster.errors import EXIT_CHECK_FAILED, ConfigError
@@ -84,11 +84,6 @@ class BarProgress:
             yield self
 
 
-def _store(c: Context) -> Store:
-    _, sources = c.load()
-    return Store(sources.state_dir)
-
-
 @app.command()
 def bench(
     ctx: typer.Context,
@@ -126,7 +121,7 @@ def bench(
     progress = BarProgress()
 
     async def go() -> Any:
-        with progress.shown(), _store(c) as store:
+        with progress.shown(), c.store() as store:
             async with HostPool(inventory.hosts.values()) as pool:
                 report = await run_bench(
                     inventory,
@@ -169,7 +164,7 @@ def screen(
     """Run a stability screen: configurations x shapes x targets x attempts."""
     c = _ctx(ctx)
     inventory, sources = c.load()
-    store = _store(c)
+    store = c.store()
     if resume is not None:
         book, path = _recorded_screen(store, resume)
     elif playbook is not None:
@@ -200,7 +195,7 @@ def screen(
     try:
         report = run_async(go)
     except typer.Exit:
-        err.print(f"resume with: clusterctl screen --resume {_last_screen(store)}")
+        err.print(f"resume with: clusterctl screen --resume {store.last_run_id('screen')}")
         raise
     _print_results(store.run(report.run_id), store.results(report.run_id), as_json)
     store.close()
@@ -228,11 +223,6 @@ def _check_unchanged(store: Store, run_id: int, now: dict[str, Any]) -> None:
                 f"resuming would mix two setups (start a new screen instead)",
                 key="--resume",
             )
-
-
-def _last_screen(store: Store) -> int | None:
-    runs = store.runs(kind="screen", limit=1)
-    return runs[0].id if runs else None
 
 
 @app.command()
@@ -272,7 +262,7 @@ def ceiling(
     progress = BarProgress()
 
     async def go() -> Any:
-        with progress.shown(), _store(c) as store:
+        with progress.shown(), c.store() as store:
             async with HostPool(inventory.hosts.values()) as pool:
                 return await run_ceiling(
                     inventory,
@@ -315,7 +305,7 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_RUNS_JSON")] = False,
 ) -> None:
     """The recorded runs, newest first."""
-    with _store(_ctx(ctx)) as store:
+    with _ctx(ctx).store() as store:
         listed = store.runs(kind=kind, limit=limit)
         counts = {}
         for run in listed:
@@ -351,7 +341,7 @@ def show(
     ] = False,
 ) -> None:
     """One run's results: a table, --json (everything) or --markdown (to publish)."""
-    with _store(_ctx(ctx)) as store:
+    with _ctx(ctx).store() as store:
         run = store.run(run_id)
         if run is None:
             raise ConfigError(f"no run {run_id} in {store.path}", key="RUN")

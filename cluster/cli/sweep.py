@@ -33,11 +33,6 @@ from cluster.sweep.runner import Sweep
 from cluster.transport.pool import HostPool
 
 
-def _store(c: Context) -> Store:
-    _, sources = c.load()
-    return Store(sources.state_dir)
-
-
 @app.command()
 def sweep(
     ctx: typer.Context,
@@ -63,7 +58,7 @@ def sweep(
     """Find the best tensor split: load, measure and record each split; resumable."""
     c = _ctx(ctx)
     inventory, sources = c.load()
-    store = _store(c)
+    store = c.store()
     if resume is not None:
         book = _recorded_sweep(store, resume)
     elif playbook is not None:
@@ -99,7 +94,7 @@ def sweep(
         report = run_async(go)
     except typer.Exit as stop:
         if stop.exit_code == EXIT_INTERRUPTED:
-            run_id = resume or _last(store, "sweep")
+            run_id = resume or store.last_run_id("sweep")
             err.print("stopped; every finished point is recorded. Resume with:")
             err.print(f"  clusterctl sweep --resume {run_id}")
         raise
@@ -153,11 +148,6 @@ def _check_unchanged(store: Store, run_id: int, now: dict[str, Any]) -> None:
         )
 
 
-def _last(store: Store, kind: str) -> int | None:
-    runs = store.runs(kind=kind, limit=1)
-    return runs[0].id if runs else None
-
-
 def _apply(c: Context, run: Run) -> None:
     best = (run.summary or {}).get("best")
     if not best:
@@ -191,7 +181,7 @@ def report(
 ) -> None:
     """Write a run's report: report.md, report.png, results.json, results.csv."""
     c = _ctx(ctx)
-    with _store(c) as store:
+    with c.store() as store:
         run = store.run(run_id)
         if run is None:
             raise ConfigError(f"no run {run_id} in {store.path}", key="RUN")
@@ -216,7 +206,7 @@ def compare(
     markdown: Annotated[bool, typer.Option(envvar="CLUSTERCTL_COMPARE_MARKDOWN")] = False,
 ) -> None:
     """Two runs side by side: each point or case, and what differs in their setup."""
-    with _store(_ctx(ctx)) as store:
+    with _ctx(ctx).store() as store:
         loaded = []
         for run_id in (run_a, run_b):
             run = store.run(run_id)

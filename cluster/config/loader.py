@@ -171,14 +171,20 @@ def profile_path(playbooks_dir: Path, name: str) -> Path:
     return playbooks_dir / f"{name}.toml"
 
 
-def load_profile(playbooks_dir: Path, name: str) -> Profile:
-    path = profile_path(playbooks_dir, name)
+def find_named(folder: Path, name: str, what: str, plural: str) -> Path:
+    """NAME.toml in folder (or a path ending in .toml); a ConfigError listing the others
+    there when it is missing: ``no screen playbook named 'x' (screens there: a, b)``."""
+    path = profile_path(folder, name)
     if not path.is_file():
-        available = (
-            sorted(p.stem for p in playbooks_dir.glob("*.toml")) if playbooks_dir.is_dir() else []
-        )
-        hint = f" (profiles there: {', '.join(available)})" if available else ""
-        raise ConfigError(f"no profile named {name!r}{hint}", file=str(path))
+        where = path.parent
+        available = sorted(p.stem for p in where.glob("*.toml")) if where.is_dir() else []
+        hint = f" ({plural} there: {', '.join(available)})" if available else ""
+        raise ConfigError(f"no {what} named {name!r}{hint}", file=str(path))
+    return path
+
+
+def load_profile(playbooks_dir: Path, name: str) -> Profile:
+    path = find_named(playbooks_dir, name, "profile", "profiles")
     data = read_toml(path)
     data.setdefault("name", path.stem)
     return validate(Profile, data, str(path))

@@ -125,15 +125,13 @@ class CaseRunner:
 
     def recorded(self, spec: CaseSpec, key: str | None = None) -> CaseOutcome | None:
         """The case as already recorded in this run (a resumed job), or None."""
-        for result in self.store.results(self.run_id):
-            if result.key == (key or spec.key):
-                failure = None
-                if result.failure_class is not None:
-                    failure = AttemptFailed(
-                        FailureClass(result.failure_class), result.evidence or "", ""
-                    )
-                return CaseOutcome(spec, result.status, failure, result.metrics)
-        return None
+        result = self.store.result(self.run_id, key or spec.key)
+        if result is None:
+            return None
+        failure = None
+        if result.failure_class is not None:
+            failure = AttemptFailed(FailureClass(result.failure_class), result.evidence or "", "")
+        return CaseOutcome(spec, result.status, failure, result.metrics)
 
     def _prefix_tokens(self, seed: int) -> list[int]:
         pool = self._pool or []

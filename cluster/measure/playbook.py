@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.config.loader import read_toml, validate
+from cluster.config.loader import find_named, read_toml, validate
 from cluster.config.models import Name, Profile, StrictModel, format_split, parse_split
 from cluster.errors import ConfigError
 from cluster.measure.records import CaseSpec
@@ -117,21 +117,9 @@ class ScreenPlaybook(StrictModel):
         return {name: (base / path).resolve() for name, path in self.shape_files.items()}
 
 
-def screen_path(playbooks_dir: Path, name: str) -> Path:
-    """A screen is found by name in playbooks/screens/, or given as a path."""
-    as_path = Path(name)
-    if as_path.suffix == ".toml":
-        return as_path
-    return playbooks_dir / "screens" / f"{name}.toml"
-
-
 def load_screen(playbooks_dir: Path, name: str) -> tuple[ScreenPlaybook, Path]:
-    path = screen_path(playbooks_dir, name)
-    if not path.is_file():
-        folder = path.parent
-        available = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
-        hint = f" (screens there: {', '.join(available)})" if available else ""
-        raise ConfigError(f"no screen playbook named {name!r}{hint}", file=str(path))
+    """A screen by name from playbooks/screens/, or from a .toml path."""
+    path = find_named(playbooks_dir / "screens", name, "screen playbook", "screens")
     data = read_toml(path)
     data.setdefault("name", path.stem)
     playbook = validate(ScreenPlaybook, data, str(path))

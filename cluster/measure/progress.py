@@ -2,8 +2,7 @@
 
 Jobs call ``begin`` with the number of steps they expect (requests, cases or probes),
 ``describe`` when one starts, ``advance`` after each, and ``say`` for a line worth reading
-later. The CLI implements it with rich progress bars (with an ETA) on stderr; tests and the
-library use ``Silent``.
+later. The CLI implements it with rich progress bars (with an ETA) on stderr.
 """
 
 from __future__ import annotations
@@ -20,18 +19,3 @@ class Progress(Protocol):
 
     def say(self, message: str) -> None: ...
 
-
-class Silent:
-    """Progress that goes nowhere."""
-
-    def begin(self, total: int | None, what: str) -> None:
-        pass
-
-    def advance(self, what: str | None = None) -> None:
-        pass
-
-    def describe(self, what: str) -> None:
-        pass
-
-    def say(self, message: str) -> None:
-        pass

@@ -29,7 +29,7 @@ from cluster.llamacpp.client import LlamaClient
 from cluster.llamacpp.logs import FailureClass, match_signature
 from cluster.measure.request import RequestFailed, RequestSample, stream_completion
 from cluster.orchestration import processes
-from cluster.orchestration.control import LLAMA_SERVER, RPC_SERVER
+from cluster.orchestration.control import LLAMA_SERVER
 from cluster.orchestration.health import gate
 from cluster.orchestration.launch import (
     AttemptFailed,
@@ -172,10 +172,6 @@ class Serving:
     def split_text(self) -> str:
         return "/".join(f"{part:g}" for part in self.launcher.split)
 
-    @property
-    def builds(self) -> dict[str, dict[str, Any]]:
-        return self.launcher.builds
-
     async def failure(self) -> AttemptFailed | None:
         """A component that is gone, classified: a dead rpc-server is the cause when
         llama-server died of losing it; otherwise llama-server's own log, then each
@@ -185,14 +181,8 @@ class Serving:
             return await worker_first(self.pool, self.rpc_hosts, dead)
         return await rpc_server_failure(self.pool, self.rpc_hosts)
 
-    async def log_tails(self, lines: int = 60) -> dict[str, str]:
-        tails = {}
-        for host in self.launcher.hosts:
-            for name in (RPC_SERVER, LLAMA_SERVER):
-                tail = await processes.log_tail(self.pool[host.name], host.run_dir, name, lines)
-                if tail:
-                    tails[f"{host.name}/{name}"] = tail
-        return tails
+    async def log_tails(self) -> dict[str, str]:
+        return await self.launcher.log_tails()
 
     async def _progress_marker(self) -> int:
         """Grows whenever the head logs something or its link carries traffic."""

@@ -258,7 +258,8 @@ class Launcher:
                 FailureClass.HTTP_ERROR, "completion answer has no content", LLAMA_SERVER
             )
 
-    async def _log_tails(self) -> dict[str, str]:
+    async def log_tails(self) -> dict[str, str]:
+        """The last lines of every component's log on the serving hosts, by host/name."""
         tails = {}
         for host in self.hosts:
             for name in (RPC_SERVER, LLAMA_SERVER):
@@ -368,7 +369,7 @@ class Launcher:
             try:
                 load_seconds = await self._attempt(run_id, number, reuse_rpc)
             except AttemptFailed as failure:
-                tails = await self._log_tails()
+                tails = await self.log_tails()
                 self.store.finish_attempt(
                     attempt_id,
                     "failed",

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cluster.config.models import format_split, parse_split
-from cluster.report.tables import PASSED, result_word, run_title
+from cluster.report.tables import PASSED, last_builds, result_word, run_title
 from cluster.store import Attempt, Result, Run
 
 METRICS = ("pp_tps", "tg_tps")
@@ -208,10 +208,6 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def _builds(attempts: Sequence[Attempt]) -> dict[str, Any]:
-    return next((attempt.builds for attempt in reversed(attempts) if attempt.builds), {})
-
-
 def _build_word(build: Any) -> str:
     if not isinstance(build, dict):
         return "-" if build is None else str(build)
@@ -222,7 +218,7 @@ def _build_word(build: Any) -> str:
 
 
 def _build_differences(a: Sequence[Attempt], b: Sequence[Attempt]) -> list[Difference]:
-    builds_a, builds_b = _builds(a), _builds(b)
+    builds_a, builds_b = last_builds(a), last_builds(b)
     if not builds_a or not builds_b:
         return []  # a run that loaded nothing says nothing about builds
     found = []

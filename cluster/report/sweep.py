@@ -28,6 +28,7 @@ from cluster.report.tables import (
     PASSED,
     Event,
     duration,
+    last_builds,
     local_time,
     result_word,
     results_markdown,
@@ -321,7 +322,7 @@ def _setup(run: Run, found: Sequence[Point], attempts: Sequence[Attempt]) -> lis
     if run.profile or profile.get("name"):
         lines.append(f"- profile: `{run.profile or profile.get('name')}`")
     hosts = run.config.get("hosts")
-    builds = next((a.builds for a in reversed(attempts) if a.builds), {})
+    builds = last_builds(attempts)
     names = list(profile.get("rpc_hosts") or [])
     names += [name for name in builds if name not in names]
     if not names and isinstance(hosts, dict):

@@ -353,7 +353,7 @@ def _setup(run: Run, results: Sequence[Result], attempts: Sequence[Attempt]) -> 
     )
     if slots:
         lines.append("- ctx size / parallel slots: " + ", ".join(slots))
-    builds = next((attempt.builds for attempt in reversed(attempts) if attempt.builds), {})
+    builds = last_builds(attempts)
     for host in sorted(builds):
         lines.append(f"- build on `{host}`: {_build_text(builds[host])}")
     loads = [
@@ -410,6 +410,11 @@ def _ceiling(run: Run) -> list[str]:
 
 
 # JSON and logs
+
+
+def last_builds(attempts: Sequence[Attempt]) -> dict[str, Any]:
+    """The builds per host as the latest attempt that recorded any saw them."""
+    return next((attempt.builds for attempt in reversed(attempts) if attempt.builds), {})
 
 
 def run_document(

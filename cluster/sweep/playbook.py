@@ -32,9 +32,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.config.loader import read_toml, validate
+from cluster.config.loader import find_named, read_toml, validate
 from cluster.config.models import Name, StrictModel, parse_split
-from cluster.errors import ConfigError
 from cluster.measure.bench import BenchRequest
 from cluster.sweep.search import split_grid, split_range
 
@@ -114,20 +113,9 @@ class SweepPlaybook(StrictModel):
         return split_grid(n_devices, self.grid_step)
 
 
-def sweep_path(playbooks_dir: Path, name: str) -> Path:
-    as_path = Path(name)
-    if as_path.suffix == ".toml":
-        return as_path
-    return playbooks_dir / "sweeps" / f"{name}.toml"
-
-
 def load_sweep(playbooks_dir: Path, name: str) -> SweepPlaybook:
-    path = sweep_path(playbooks_dir, name)
-    if not path.is_file():
-        folder = path.parent
-        available = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
-        hint = f" (sweeps there: {', '.join(available)})" if available else ""
-        raise ConfigError(f"no sweep playbook named {name!r}{hint}", file=str(path))
+    """A sweep by name from playbooks/sweeps/, or from a .toml path."""
+    path = find_named(playbooks_dir / "sweeps", name, "sweep playbook", "sweeps")
     data = read_toml(path)
     data.setdefault("name", path.stem)
     return validate(SweepPlaybook, data, str(path))

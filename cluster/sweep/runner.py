@@ -35,7 +35,7 @@ from cluster.measure.cases import CaseRunner
 from cluster.measure.progress import Progress
 from cluster.measure.records import FAIL, PASS, median_of
 from cluster.measure.serving import RequestLimits, Serving
-from cluster.store import Store
+from cluster.store import Result, Store
 from cluster.sweep.playbook import SweepPlaybook
 from cluster.sweep.prune import MemoryModel, memory_model
 from cluster.sweep.search import AdaptiveStrategy, GridStrategy, Strategy, normalise
@@ -90,6 +90,8 @@ class Sweep:
         self._runner: CaseRunner | None = None
         self._memory: MemoryModel | None = None
         self._point_seconds: list[float] = []
+        # Every point of the run by key, as recorded: read once, then kept up to date.
+        self._recorded: dict[str, Result] = {}
 
     def run_config(self) -> dict[str, Any]:
         return {
@@ -131,7 +133,7 @@ class Sweep:
         book = self.playbook
         with self.store.job("sweep", self.profile.name, self.run_config(), resume=resume) as run_id:
             strategy, planned = self.strategy()
-            recorded = {r.key: r for r in self.store.results(run_id)}
+            recorded = self._recorded = {r.key: r for r in self.store.results(run_id)}
             if recorded:
                 self.progress.say(f"resuming run {run_id}: {len(recorded)} point(s) recorded")
             self.progress.begin(planned, f"sweep {book.name}")
@@ -142,20 +144,20 @@ class Sweep:
             stopped, measured_now = "done", 0
             try:
                 if book.include_current and book.strategy == "adaptive":  # a grid lists it
-                    await self._point(run_id, list(self.profile.tensor_split), recorded)
+                    await self._point(run_id, list(self.profile.tensor_split))
                 while (split := strategy.propose()) is not None:
                     key = point_key(split)
                     if key not in recorded and self._out_of_time():
                         stopped = "until"
                         break
-                    value, fresh = await self._point(run_id, split, recorded)
+                    value, fresh = await self._point(run_id, split)
                     measured_now += int(fresh)
                     strategy.record(split, value)
-                    self.store.update_summary(run_id, self._summary(run_id, planned, "running"))
+                    self.store.update_summary(run_id, self._summary(planned, "running"))
             finally:
                 if self._serving is not None:
                     await self._serving.close()
-            summary = self._summary(run_id, planned, stopped)
+            summary = self._summary(planned, stopped)
             self.store.finish_run(run_id, "ok", summary)
         best = summary["best"]
         return SweepReport(
@@ -176,16 +178,14 @@ class Sweep:
         self,
         run_id: int,
         split: list[float],
-        recorded: dict[str, Any],
     ) -> tuple[float | None, bool]:
         """Evaluate (or replay) one split; returns its objective and whether it was measured."""
         key = point_key(split)
-        if key in recorded:
-            result = recorded[key]
-            return result.metrics.get("objective"), False
+        if key in self._recorded:
+            return self._recorded[key].metrics.get("objective"), False
         started = time.monotonic()
         text = format_split(split)
-        best_so_far = self._best(run_id)
+        best_so_far = self._best()
         self.progress.describe(
             f"split {text}"
             + (f" | best {best_so_far[0]} {best_so_far[1]:.2f}" if best_so_far else "")
@@ -197,14 +197,14 @@ class Sweep:
                 self.store.record_result(
                     run_id, key, PRUNED, spec=self._spec(split), evidence=reason
                 )
-                recorded[key] = self.store.results(run_id)[-1]
+                self._recorded[key] = self._stored(run_id, key)
                 self.progress.say(f"split {text}: pruned, {reason}")
                 self.progress.advance(f"split {text}: pruned")
                 return None, True
         value = await self._measure(run_id, split, key)
-        recorded[key] = self.store.results(run_id)[-1]
+        self._recorded[key] = self._stored(run_id, key)
         self._point_seconds.append(time.monotonic() - started)
-        best = self._best(run_id)
+        best = self._best()
         shown = f"{value:.2f}" if value is not None else "failed"
         best_text = f"best {best[0]} {best[1]:.2f}" if best else "no best yet"
         self.progress.advance(f"split {text}: {shown} | {best_text}")
@@ -276,19 +276,25 @@ class Sweep:
         objective = outcome.metrics.get("objective")
         return float(objective) if objective is not None else None
 
-    def _best(self, run_id: int) -> tuple[str, float] | None:
+    def _stored(self, run_id: int, key: str) -> Result:
+        result = self.store.result(run_id, key)
+        assert result is not None, key
+        return result
+
+    def _best(self) -> tuple[str, float] | None:
+        """The best measured split so far and its objective, from the run's records."""
         scored = [
             (r.spec.get("split", ""), float(r.metrics["objective"]))
-            for r in self.store.results(run_id)
+            for r in self._recorded.values()
             if r.status == PASS and r.metrics.get("objective") is not None
         ]
         return max(scored, key=lambda item: item[1]) if scored else None
 
-    def _summary(self, run_id: int, planned: int | None, stopped: str) -> dict[str, Any]:
-        results = self.store.results(run_id)
-        best = self._best(run_id)
+    def _summary(self, planned: int | None, stopped: str) -> dict[str, Any]:
+        results = list(self._recorded.values())
+        best = self._best()
         current = point_key(list(self.profile.tensor_split))
-        baseline = next((r for r in results if r.key == current), None)
+        baseline = self._recorded.get(current)
         best_result = next((r for r in results if best and r.spec.get("split") == best[0]), None)
         return {
             "best": {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -132,17 +133,13 @@ def test_worker_crash_mid_case_is_a_transport_drop_and_the_screen_goes_on(
     assert [a.outcome for a in attempts] == ["ready", "ready"]
 
 
-def wait_for_results(cluster: Cluster, count: int, process: object, timeout: float = 120) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cluster.state_dir.joinpath("clusterctl.db").exists():
-            with cluster.store() as store:
-                runs = store.runs(kind="screen", limit=1)
-                if runs and len(store.results(runs[0].id)) >= count:
-                    return runs[0].id
-        assert getattr(process, "poll")() is None, "the screen ended early"  # noqa: B009
-        time.sleep(0.1)
-    raise AssertionError(f"{count} result(s) not recorded within {timeout}s")
+def wait_for_results(cluster: Cluster, count: int, process: subprocess.Popen[str]) -> int:
+    return cluster.wait_for_run(
+        "screen",
+        process,
+        lambda store, run_id: len(store.results(run_id)) >= count,
+        f"{count} result(s) recorded",
+    )
 
 
 def test_killed_controller_loses_no_case_and_resume_runs_each_once(

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -136,15 +135,10 @@ def test_killed_controller_resumes_with_every_point_once(
     write_sweep(cluster, "kill", gen=400)
     sweep = cluster.popen("sweep", "kill")
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if cluster.state_dir.joinpath("clusterctl.db").exists():
-                with cluster.store() as store:
-                    runs = store.runs(kind="sweep", limit=1)
-                    if runs and len(store.results(runs[0].id)) >= 2:
-                        break
-            assert sweep.poll() is None, "the sweep ended early"
-            time.sleep(0.1)
+        cluster.wait_for_run(
+            "sweep", sweep, lambda store, run_id: len(store.results(run_id)) >= 2,
+            "2 points recorded", timeout=180,
+        )  # fmt: skip
         sweep.send_signal(signal.SIGKILL)
     finally:
         sweep.kill()
@@ -171,19 +165,6 @@ def test_killed_controller_resumes_with_every_point_once(
     assert not {a.split for a in later} & done_splits
 
 
-def wait_for_event(cluster: Cluster, kind: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if cluster.state_dir.joinpath("clusterctl.db").exists():
-            with cluster.store() as store:
-                runs = store.runs(kind="sweep", limit=1)
-                if runs and any(k == kind for _, k, _ in store.events(runs[0].id)):
-                    return
-        assert process.poll() is None, "the sweep ended early"
-        time.sleep(0.05)
-    raise AssertionError(f"no {kind} event within 120s")
-
-
 def test_worker_crash_at_one_point_is_recorded_and_the_next_points_pass(
     cluster: Cluster, tiny_model: Path
 ) -> None:
@@ -193,7 +174,11 @@ def test_worker_crash_at_one_point_is_recorded_and_the_next_points_pass(
     try:
         # Once the first point's prompt is calibrated it generates 3000 tokens (seconds):
         # kill bee's worker meanwhile.
-        wait_for_event(cluster, "calibrated", sweep)
+        cluster.wait_for_run(
+            "sweep", sweep,
+            lambda store, run_id: any(k == "calibrated" for _, k, _ in store.events(run_id)),
+            "the first prompt calibrated",
+        )  # fmt: skip
         time.sleep(1.0)
         os.kill(cluster.component_pid("bee", "rpc-server"), signal.SIGKILL)
         _, stderr = sweep.communicate(timeout=600)
