@@ -73,11 +73,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.builds.local import GENERATIONS, ensure_build
 from cluster.config.loader import load_inventory
 from cluster.orchestration import processes
 from cluster.orchestration.control import LLAMA_SERVER
 from cluster.testbed.bed import Testbed, TestbedSpec, create, toml_value
-from cluster.testbed.builds import GENERATIONS, ensure_build
 from cluster.testbed.models import LOADABLE_SLOW, TINY, cached_model
 from cluster.testbed.network import namespace_pids
 from cluster.transport.pool import HostPool

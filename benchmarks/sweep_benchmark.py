@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from cluster.builds.local import GENERATIONS, ensure_build
 from cluster.store import Store
 from cluster.testbed.bed import TestbedSpec, create, toml_value
-from cluster.testbed.builds import GENERATIONS, ensure_build
 from cluster.testbed.models import LOADABLE_SLOW, cached_model
 
 REPO = Path(__file__).resolve().parent.parent

@@ -35,9 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from cluster.builds.local import GENERATIONS, ensure_build
 from cluster.store import Store
 from cluster.testbed.bed import Testbed, TestbedSpec, create, toml_value
-from cluster.testbed.builds import GENERATIONS, ensure_build
 from cluster.testbed.models import LOADABLE_SLOW, TINY, cached_model
 from cluster.testbed.network import namespace_pids
 

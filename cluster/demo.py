@@ -12,9 +12,9 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+from cluster.builds.local import GENERATIONS, ensure_build
 from cluster.config.loader import load_inventory, load_profile
 from cluster.config.models import Inventory, Profile
-from cluster.testbed.builds import GENERATIONS, ensure_build
 from cluster.testbed.models import TINY, cached_model
 
 DEMO_PROFILE = "demo-tiny"

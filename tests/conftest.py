@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.testbed.builds import GENERATIONS, ensure_build
+from cluster.builds.local import GENERATIONS, ensure_build
 
 
 def _testbed_unavailable() -> str | None:

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cluster.store import Store
 from cluster.testbed.bed import Testbed
@@ -195,3 +197,21 @@ def llama_processes(bed: Testbed) -> list[str]:
         if state != "Z" and inode in namespaces:
             found.append(f"{namespaces[inode]}:{comm}:{proc.name}")
     return sorted(found)
+
+
+def build_record(tag: str, protocol: str = "3.0.0", rpc_binary: str = "rpc-server") -> dict[str, Any]:
+    """A host's build as a launch records it (``HostBuild.record``), with made-up digests
+    derived from ``tag``: the same tag gives the same files."""
+    from cluster.llamacpp.identity import BuildIdentity
+
+    files = {
+        "llama-server": hashlib.sha256(f"{tag}/llama-server".encode()).hexdigest(),
+        "rpc-server": hashlib.sha256(f"{tag}/rpc-server".encode()).hexdigest(),
+    }
+    found = BuildIdentity.from_files(files, rpc_protocol=protocol, version=f"version: 0 ({tag})")
+    return {**found.record(), "rpc_binary": rpc_binary}
+
+
+def build_short(tag: str) -> str:
+    """The short digest ``build_record(tag)`` is shown by."""
+    return str(build_record(tag)["digest"])[:12]

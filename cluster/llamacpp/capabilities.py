@@ -39,16 +39,20 @@ FlashAttnStyle = Literal["value", "switch", "none"]
 
 @dataclass(frozen=True)
 class BuildVersion:
-    """``llama-server --version``: the commit is the reliable identity of a build.
+    """``llama-server --version``, read for people, never to identify a build.
 
-    Builds from an sdist carry no real build number (it reads 1), so compare commits.
+    The same sources print ``build 1, commit 0c1e570``, ``build 0, commit unknown`` or
+    ``build 0, commit 0c1e570`` depending on how they were unpacked (LLAMACPP.md), so a
+    build is identified by its file digests (``identity.py``); this is what it says of
+    itself. ``readable`` is False when no version line was found (``raw`` then holds the
+    first line of the text, for the warning).
     """
 
     commit: str | None
     build_number: int | None
     raw: str
     release: str | None = None  # "0.5.0-dev" in current builds; absent in legacy ones
-
+    readable: bool = True
 
 @dataclass(frozen=True)
 class RpcDevice:
@@ -87,39 +91,47 @@ class Capabilities:
 
 _TIMESTAMP = re.compile(r"^\d+\.\d{2}\.\d{3}\.\d{3} [A-Z] ")
 
-# "version: 0.5.0-dev (build 1, commit 0c1e570)"
+# "version: 0.5.0-dev (build 1, commit 0c1e570)", "(build 0, commit unknown)"
 _VERSION_CURRENT = re.compile(
-    r"^version:\s*(?P<release>\S+)\s*\(build\s+(?P<build>\d+),\s*commit\s+(?P<commit>[0-9a-fA-F]+)\)"
+    r"^version:\s*(?P<release>\S+)\s*\(build\s+(?P<build>\d+),\s*commit\s+(?P<commit>\w+)\)"
 )
-# "version: 1 (e3a74b2)"; also upstream's "version: 6690 (4d1a2e3f)"
-_VERSION_LEGACY = re.compile(r"^version:\s*(?P<build>\d+)\s*\((?P<commit>[0-9a-fA-F]+|unknown)\)")
+# "version: 1 (e3a74b2)", "version: 0 (unknown)", upstream's "version: 6690 (4d1a2e3f)"
+_VERSION_LEGACY = re.compile(r"^version:\s*(?P<build>\d+)\s*\((?P<commit>\w+)\)")
+# Anything else on a "version:" line is kept as it is.
+_VERSION_ANY = re.compile(r"^version:\s*(?P<rest>.+)$")
+_COMMIT = re.compile(r"^[0-9a-fA-F]{4,40}$")
+
+
+def _commit(text: str) -> str | None:
+    return text.lower() if _COMMIT.match(text) else None
 
 
 def parse_version(text: str) -> BuildVersion:
-    """Parse ``llama-server --version`` of either generation.
+    """Parse ``llama-server --version`` of any generation; never raises.
 
-    Raises ValueError when no version line is present (not a llama.cpp binary, or a wrapper
-    that ate the output).
+    Lines before or after the version line (loader noise, ``built with ...``) are skipped.
+    A ``version:`` line of an unknown shape is kept raw; text with no ``version:`` line at
+    all gives ``readable=False`` and the caller warns.
     """
     for raw_line in text.splitlines():
         line = _TIMESTAMP.sub("", raw_line.strip())
         match = _VERSION_CURRENT.match(line)
         if match:
             return BuildVersion(
-                commit=match["commit"].lower(),
+                commit=_commit(match["commit"]),
                 build_number=int(match["build"]),
                 raw=line,
                 release=match["release"],
             )
         match = _VERSION_LEGACY.match(line)
         if match:
-            commit = match["commit"].lower()
             return BuildVersion(
-                commit=None if commit == "unknown" else commit,
-                build_number=int(match["build"]),
-                raw=line,
+                commit=_commit(match["commit"]), build_number=int(match["build"]), raw=line
             )
-    raise ValueError(f"no 'version:' line in --version output: {text.strip()[:200]!r}")
+        if _VERSION_ANY.match(line):
+            return BuildVersion(commit=None, build_number=None, raw=line)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return BuildVersion(commit=None, build_number=None, raw=first[:200], readable=False)
 
 
 _FLAG = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_.+-]*$")

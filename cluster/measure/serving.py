@@ -122,6 +122,7 @@ class Serving:
 
     async def _already_serving(self) -> bool:
         listed = await processes.list_managed(self.pool[self.head.name], self.head.run_dir)
+        await self.launcher.read_builds()
         key = self.launcher.serving_key
         if not any(
             p.name == LLAMA_SERVER and p.alive and p.meta.get("serving_key") == key for p in listed

@@ -17,6 +17,7 @@ from cluster.config.models import Inventory, Profile
 from cluster.config.resolve import devices_for, serving_hosts
 from cluster.errors import LaunchError
 from cluster.facts import is_wildcard_or_public
+from cluster.llamacpp import identity
 from cluster.orchestration.hostfacts import HostFacts, gather
 from cluster.orchestration.modelcheck import ModelReport, model_shard_paths, read_model_report
 from cluster.transport.pool import HostPool
@@ -131,14 +132,11 @@ def _path_checks(head: HostFacts, found: dict[str, HostFacts]) -> list[Check]:
 
 
 def _build_checks(found: dict[str, HostFacts], rpc_hosts: set[str], head: str) -> list[Check]:
+    """Binaries each role needs, and one build on every host (``identity.compare``)."""
     checks = []
-    commits = {f.name: f.version.commit for f in found.values() if f.version and f.version.commit}
-    protocols = {f.name: f.rpc_protocol for f in found.values() if f.rpc_protocol}
-    commit_set = set(commits.values())
-    protocol_set = set(protocols.values())
-    for f in found.values():
-        if not f.reachable:
-            continue
+    reachable = {f.name: f for f in found.values() if f.reachable}
+    agreement, why = identity.compare({name: f.identity for name, f in reachable.items()})
+    for f in reachable.values():
         need = ["llama-server"] if f.name == head else []
         missing = [b for b in need if b not in f.binaries]
         if f.name in rpc_hosts and f.rpc_binary is None:
@@ -155,26 +153,34 @@ def _build_checks(found: dict[str, HostFacts], rpc_hosts: set[str], head: str) -
         else:
             present = ", ".join(sorted(f.binaries)) or "none needed"
             checks.append(_ok(f.name, "binaries", "present", present))
-        commit = commits.get(f.name)
-        protocol = protocols.get(f.name)
-        value = f"{commit or '?'} rpc {protocol or '?'}"
-        if len(commit_set) > 1 or len(protocol_set) > 1:
-            others = ", ".join(f"{n}={c}" for n, c in sorted(commits.items()))
-            protos = ", ".join(f"{n}={p}" for n, p in sorted(protocols.items()))
+        checks.append(_build_check(f, agreement, why))
+        version = f.build.version if f.build else None
+        if version is not None and not version.readable:
             checks.append(
-                _fail(
+                _warn(
                     f.name,
-                    "build",
-                    value,
-                    f"hosts run different llama.cpp builds (commit {others}; rpc {protos})",
+                    "version",
+                    "unreadable",
+                    f"llama-server --version printed no version line: {version.raw!r}",
                 )
             )
-        elif commit is None and protocol is None:
-            note = f.rpc_probe_note or "no llama-server --version and no rpc banner"
-            checks.append(_warn(f.name, "build", "?", f"build not identified: {note}"))
-        else:
-            checks.append(_ok(f.name, "build", value, "same build and RPC protocol on every host"))
     return checks
+
+
+def _build_check(f: HostFacts, agreement: identity.Agreement, why: str) -> Check:
+    mine = f.identity
+    value = mine.short + (f" rpc {mine.rpc_protocol}" if mine.rpc_protocol else "")
+    if agreement is identity.Agreement.INCOMPATIBLE:
+        return _fail(f.name, "build", value, why)
+    if agreement is identity.Agreement.DIFFER:
+        return _warn(f.name, "build", value, why)
+    if not mine.known:
+        note = mine.note or "its files could not be read"
+        return _warn(f.name, "build", value, f"build not identified: {note}")
+    if agreement is identity.Agreement.UNKNOWN:
+        return _warn(f.name, "build", value, why)
+    detail = "same build on every host" + (f" ({mine.version})" if mine.version else "")
+    return _ok(f.name, "build", value, detail)
 
 
 def _memory_check(f: HostFacts) -> Check:

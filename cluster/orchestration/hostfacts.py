@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from cluster import facts
 from cluster.config.models import HostConfig, Inventory
 from cluster.errors import ClusterError
-from cluster.llamacpp.capabilities import BuildVersion, parse_rpc_banner, parse_version
+from cluster.llamacpp.identity import BuildIdentity
 from cluster.orchestration import processes
+from cluster.orchestration.discovery import HostBuild, read_build
 from cluster.transport.base import Transport
 from cluster.transport.pool import HostPool
 
 IPERF_PORT = 5201
-RPC_PROBE_PORT_OFFSET = 1000
 
 
 @dataclass
@@ -44,12 +44,8 @@ class HostFacts:
     memory: facts.Memory | None = None
     listeners: list[facts.Listener] = field(default_factory=list)
     servers: list[facts.ServerProcess] = field(default_factory=list)
-    binaries: frozenset[str] = frozenset()
-    has_stdbuf: bool = False
+    build: HostBuild | None = None
     has_iperf: bool = False
-    version: BuildVersion | None = None
-    rpc_protocol: str | None = None
-    rpc_probe_note: str = ""
     managed: list[processes.ManagedProcess] = field(default_factory=list)
     paths: list[PathFacts] = field(default_factory=list)
     files: dict[str, int | None] = field(default_factory=dict)
@@ -69,53 +65,16 @@ class HostFacts:
         return self.error is None
 
     @property
+    def binaries(self) -> frozenset[str]:
+        return self.build.binaries if self.build else frozenset()
+
+    @property
     def rpc_binary(self) -> str | None:
-        for name in ("ggml-rpc-server", "rpc-server"):
-            if name in self.binaries:
-                return name
-        return None
+        return self.build.rpc_binary if self.build else None
 
-
-def tool_argv(host: HostConfig, binary: str, *args: str, line_buffered: bool = False) -> list[str]:
-    """argv for a llama.cpp binary on a host: container prefix, env, stdbuf, binary, args."""
-    argv = [*host.command_prefix, f"{host.llama_bin_dir}/{binary}", *args]
-    return processes.component_argv(host, argv, host.env, line_buffered)
-
-
-# Run the rpc binary on loopback until its banner has been printed (or 4 s passed, or it
-# exited), then stop it: the banner is the only place the protocol version is printed.
-PROBE_SCRIPT = r"""
-out=$(mktemp) || exit 1
-"$@" > "$out" 2>&1 &
-pid=$!
-i=0
-while [ "$i" -lt 40 ] && kill -0 "$pid" 2>/dev/null; do
-  grep -q 'transport' "$out" && break
-  sleep 0.1; i=$((i + 1))
-done
-kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-cat "$out"; rm -f "$out"
-"""
-
-
-async def _probe_rpc_protocol(transport: Transport, found: HostFacts) -> None:
-    """Start the rpc binary on loopback for a moment and read its banner's version."""
-    host = found.host
-    binary = found.rpc_binary
-    if binary is None:
-        return
-    port = str(host.rpc_port + RPC_PROBE_PORT_OFFSET)
-    probe = tool_argv(host, binary, "-H", "127.0.0.1", "-p", port, line_buffered=found.has_stdbuf)
-    try:
-        result = await transport.run(["sh", "-c", PROBE_SCRIPT, "clusterctl", *probe], timeout=30)
-    except ClusterError as exc:
-        found.rpc_probe_note = str(exc)
-        return
-    try:
-        found.rpc_protocol = parse_rpc_banner(result.stdout).protocol_version
-    except ValueError:
-        lines = result.stdout.strip().splitlines()
-        found.rpc_probe_note = lines[-1] if lines else f"exit {result.exit_status}, no banner"
+    @property
+    def identity(self) -> BuildIdentity:
+        return self.build.identity if self.build else BuildIdentity(note="not read")
 
 
 async def _gather_one(transport: Transport, want_rpc_probe: bool) -> HostFacts:
@@ -147,25 +106,16 @@ async def _gather_one(transport: Transport, want_rpc_probe: bool) -> HostFacts:
             (await transport.run(facts.processes_command())).stdout
         )
 
-    async def binaries() -> None:
-        result = await transport.run(
-            [*host.command_prefix, *facts.binaries_command(host.llama_bin_dir)]
-        )
-        found.binaries = facts.parse_binaries(result.stdout)
-        tools = await transport.run(["sh", "-c", "command -v stdbuf; command -v iperf3; exit 0"])
-        found.has_stdbuf = "stdbuf" in tools.stdout
+    async def build() -> None:
+        found.build = await read_build(transport, probe_rpc=want_rpc_probe)
+        tools = await transport.run(["sh", "-c", "command -v iperf3; exit 0"])
         found.has_iperf = "iperf3" in tools.stdout
-        if "llama-server" in found.binaries:
-            version = await transport.run(tool_argv(host, "llama-server", "--version"))
-            found.version = parse_version(version.stdout + version.stderr)
-        if want_rpc_probe:
-            await _probe_rpc_protocol(transport, found)
 
     async def managed() -> None:
         found.managed = await processes.list_managed(transport, host.run_dir)
 
     try:
-        await asyncio.gather(link(), memory(), listeners(), servers(), binaries(), managed())
+        await asyncio.gather(link(), memory(), listeners(), servers(), build(), managed())
     except ClusterError as exc:
         found.error = f"reading facts failed: {exc}"
     return found

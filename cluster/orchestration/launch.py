@@ -114,7 +114,7 @@ class Launcher:
         transport = self.pool[host.name]
         build = self.host_builds[host.name]
         argv = commands.rpc_server_argv(
-            host, build.caps, cache=self.profile.rpc_cache, line_buffered=False
+            host, build.usable(), cache=self.profile.rpc_cache, line_buffered=False
         )
         full = processes.component_argv(
             host, argv, commands.rpc_server_env(host), build.line_buffer
@@ -173,7 +173,7 @@ class Launcher:
                 self.profile,
                 endpoints,
                 self.split,
-                build.caps,
+                build.usable(),
                 head=head,
                 model_path=self.profile.model,
                 api_key=self.api_key,
@@ -307,10 +307,19 @@ class Launcher:
         outcomes = await stop_components(self.pool, self.hosts)
         return [f"{o.name} on {o.host} (pid {o.pid})" for o in outcomes if o.survived]
 
+    async def read_builds(self) -> None:
+        """Read every serving host's build (``discovery.read_build``), once per launch."""
+        self.host_builds = await detect_builds(self.pool, self.hosts)
+        self.builds = {name: build.record() for name, build in self.host_builds.items()}
+
     @property
     def serving_key(self) -> str:
-        """Names what this launch serves (profile values and split), for reusing a server."""
-        text = json.dumps([self.profile.model_dump(mode="json"), self.split], sort_keys=True)
+        """Names what this launch serves (profile values, split and every host's build
+        files), so a server started from other files is never reused as this one."""
+        digests = {name: b.identity.digest for name, b in sorted(self.host_builds.items())}
+        text = json.dumps(
+            [self.profile.model_dump(mode="json"), self.split, digests], sort_keys=True
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def run_config(self) -> dict[str, Any]:
@@ -344,9 +353,7 @@ class Launcher:
         attempt everything is stopped and the retries start from scratch."""
         profile = self.profile
         split_text = format_split(self.split)
-        self.host_builds = await detect_builds(self.pool, self.hosts)
-        for name, build in self.host_builds.items():
-            self.builds[name] = {"commit": build.caps.commit, "rpc_binary": build.caps.rpc_binary}
+        await self.read_builds()
         owned = run_id is None
         if run_id is None:
             run_id = self.store.start_run("launch", profile.name, self.run_config())

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cluster.config.models import format_split, parse_split
+from cluster.llamacpp.identity import BuildIdentity
 from cluster.report.tables import PASSED, last_builds, result_word, run_title
 from cluster.store import Attempt, Result, Run
 
@@ -209,12 +210,9 @@ def _shown(value: Any) -> str:
 
 
 def _build_word(build: Any) -> str:
-    if not isinstance(build, dict):
-        return "-" if build is None else str(build)
-    parts = [str(build.get("commit") or "commit unknown")]
-    if build.get("rpc_protocol"):
-        parts.append(f"RPC {build['rpc_protocol']}")
-    return " ".join(parts)
+    if build is None:
+        return "-"
+    return BuildIdentity.from_record(build).describe()
 
 
 def _build_differences(a: Sequence[Attempt], b: Sequence[Attempt]) -> list[Difference]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cluster.config.models import format_split, parse_split
+from cluster.llamacpp.identity import BuildIdentity
 from cluster.report import export
 from cluster.report.sanitize import Sanitizer, markdown_safe
 from cluster.report.tables import (
@@ -361,12 +362,7 @@ def _setup(run: Run, found: Sequence[Point], attempts: Sequence[Attempt]) -> lis
 
 
 def _build_text(build: Any) -> str:
-    if not isinstance(build, dict):
-        return " ".join(str(build).split())
-    parts = [f"commit `{build['commit']}`" if build.get("commit") else "commit unknown"]
-    if build.get("rpc_protocol"):
-        parts.append(f"RPC protocol {build['rpc_protocol']}")
-    return ", ".join(parts)
+    return BuildIdentity.from_record(build).describe()
 
 
 def _measurement(run: Run, found: Sequence[Point]) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from cluster.llamacpp.identity import BuildIdentity
 from cluster.store import Attempt, Result, Run
 
 # The status of a passing case (``cluster.measure.records.PASS``; not imported so that
@@ -385,14 +386,7 @@ def _listed(noun: str, values: Sequence[str]) -> str:
 
 
 def _build_text(build: Any) -> str:
-    if not isinstance(build, dict):
-        return _one_line(str(build))
-    parts = [f"commit `{build['commit']}`" if build.get("commit") else "commit unknown"]
-    if build.get("rpc_binary"):
-        parts.append(f"`{build['rpc_binary']}`")
-    if build.get("rpc_protocol"):
-        parts.append(f"RPC protocol {build['rpc_protocol']}")
-    return ", ".join(parts)
+    return BuildIdentity.from_record(build).describe()
 
 
 def _ceiling(run: Run) -> list[str]:

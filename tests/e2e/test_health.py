@@ -75,7 +75,7 @@ def test_mixed_builds_fail(cluster: Cluster) -> None:
     build_failures = [f for f in failures(checks) if f[1] == "build"]
     assert {host for host, _, _ in build_failures} == {"evo", "bee"}
     detail = build_failures[0][2]
-    assert "different llama.cpp builds" in detail and "rpc bee=4.0.1, evo=7.0.0" in detail
+    assert "hosts speak different RPC protocols: bee 4.0.1, evo 7.0.0" in detail
 
 
 def test_missing_model_shard_fails(cluster: Cluster, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from support import build_record, build_short
 
 from cluster.report.compare import Comparison, compare, comparison_markdown, comparison_table
 from cluster.store import Store
@@ -26,14 +27,7 @@ MEASURE = {"shape": "random", "tokens": 512, "gen": 128, "repeat": 3}
 
 
 def builds(commit: str, bee_commit: str | None = None) -> dict[str, Any]:
-    return {
-        "evo": {"commit": commit, "rpc_binary": "rpc-server", "rpc_protocol": "3.0.0"},
-        "bee": {
-            "commit": bee_commit or commit,
-            "rpc_binary": "rpc-server",
-            "rpc_protocol": "3.0.0",
-        },
-    }
+    return {"evo": build_record(commit), "bee": build_record(bee_commit or commit)}
 
 
 def metrics(pp: float, tg: float) -> dict[str, Any]:
@@ -153,13 +147,20 @@ def test_rows_match_by_split_in_split_order(store: Store, sweeps: tuple[int, int
     assert c.warnings == []
 
 
+SHORT_A = build_short("0c1e570")
+SHORT_B = build_short("e3a74b2")
+
+
 def test_setup_differences(store: Store, sweeps: tuple[int, int]) -> None:
     c = comparison(store, *sweeps)
     found = {d.what: (d.a, d.b) for d in c.differences}
     assert found == {
         "profile.ctx_size": ("100000", "65536"),
         "profile.extra_args": ("-", "--no-mmap"),
-        "build on bee": ("0c1e570 RPC 3.0.0", "e3a74b2 RPC 3.0.0"),
+        "build on bee": (
+            f"build {SHORT_A}, RPC 3.0.0 (version: 0 (0c1e570))",
+            f"build {SHORT_B}, RPC 3.0.0 (version: 0 (e3a74b2))",
+        ),
         "sweep.measure.repeat": ("3", "5"),
     }
 
@@ -169,7 +170,10 @@ def test_markdown_and_table(store: Store, sweeps: tuple[int, int]) -> None:
     markdown = comparison_markdown(c)
     assert markdown.startswith("# sweep run 1: minimax-q8 vs sweep run 2: minimax-q8\n")
     assert "- profile.ctx_size: `100000` → `65536`" in markdown
-    assert "- build on bee: `0c1e570 RPC 3.0.0` → `e3a74b2 RPC 3.0.0`" in markdown
+    assert (
+        f"- build on bee: `build {SHORT_A}, RPC 3.0.0 (version: 0 (0c1e570))` → "
+        f"`build {SHORT_B}, RPC 3.0.0 (version: 0 (e3a74b2))`"
+    ) in markdown
     assert "| key | A | B | pp A | pp B | pp Δ | tg A | tg B | tg Δ |" in markdown
     assert "| 1.2/0.8 | PASS | PASS | 330.0 | 346.5 | +5.0% | 15.30 | 16.83 | +10.0% |" in markdown
     assert "| 1.4/0.6 | FAIL (oom) | PASS | - | 350.0 | - | - | 16.00 | - |" in markdown
@@ -181,7 +185,8 @@ def test_markdown_and_table(store: Store, sweeps: tuple[int, int]) -> None:
     assert "sweep run 1: minimax-q8 vs sweep run 2: minimax-q8" in text
     assert "+10.0%" in text and "+5.0%" in text
     assert "profile.ctx_size: 100000 → 65536" in text
-    assert "build on bee: 0c1e570 RPC 3.0.0 → e3a74b2 RPC 3.0.0" in text
+    words = " ".join(text.split())  # the console wraps long lines
+    assert f"build on bee: build {SHORT_A}, RPC 3.0.0 (version: 0 (0c1e570)) → build {SHORT_B}" in words
 
 
 def bench_key(s: dict[str, Any]) -> str:

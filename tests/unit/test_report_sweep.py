@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import build_record, build_short
 
 from cluster.report.sanitize import Sanitizer
 from cluster.report.sweep import report_files, sweep_markdown, sweep_plot
@@ -74,10 +75,8 @@ PROFILE = {
 }
 MEASURE = {"shape": "random", "tokens": 512, "gen": 128, "repeat": 3, "warmup": 1}
 OBJECTIVE = {"metric": "tg_tps", "weights": None}
-BUILDS = {
-    host: {"commit": "0c1e570", "rpc_binary": "rpc-server", "rpc_protocol": "3.0.0"}
-    for host in ("evo", "bee")
-}
+BUILDS = {host: build_record("0c1e570") for host in ("evo", "bee")}
+BUILD_TEXT = f"build {build_short('0c1e570')}, RPC 3.0.0 (version: 0 (0c1e570))"
 OOM = (
     "llama-server on evo: allocating 70123.45 MiB on device 0: hipMalloc failed: "
     f"out of memory ({MODEL})"
@@ -274,8 +273,8 @@ def test_best_split_and_its_gain_over_the_current_split(store: Store) -> None:
 def test_setup_names_hosts_builds_model_flags_objective_and_measurement(store: Store) -> None:
     setup = section(markdown_of(store, record_sweep(store)), "Setup")
     assert "- profile: `minimax-q8`" in setup
-    assert "- host `evo`: commit `0c1e570`, RPC protocol 3.0.0" in setup
-    assert "- host `bee`: commit `0c1e570`, RPC protocol 3.0.0" in setup
+    assert f"- host `evo`: {BUILD_TEXT}" in setup
+    assert f"- host `bee`: {BUILD_TEXT}" in setup
     # The model's file name, not where it lives.
     assert "- model: `MiniMax-M2.5-REAP-139B-A10B-Q8_0.gguf`" in setup
     assert "/home/alice" not in setup
@@ -475,7 +474,7 @@ def test_sanitized_report_files_hold_no_sensitive_string(store: Store, tmp_path:
     markdown = (out / "report.md").read_text()
     # What a reader needs survives: splits, numbers, builds, the model's file name.
     assert table_rows(markdown)[3] == "| 1.2/0.8 | 332.4 | 15.35 | 195.1 | 15.35 | PASS, best |"
-    assert "- host `host1`: commit `0c1e570`, RPC protocol 3.0.0" in markdown
+    assert f"- host `host1`: {BUILD_TEXT}" in markdown
     assert "- model: `MiniMax-M2.5-REAP-139B-A10B-Q8_0.gguf`" in markdown
     assert "- `1.6/0.4`: pruned: needs 71.3 GiB on host1, has 64.0 GiB" in markdown
     # A stand-in outside a code span is escaped, or Markdown renderers would eat it as a tag.

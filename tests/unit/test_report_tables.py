@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from support import build_record, build_short
 
 from cluster.report.tables import (
     log_tails_text,
@@ -24,10 +25,7 @@ from cluster.report.tables import (
 )
 from cluster.store import Store
 
-BUILDS = {
-    "a": {"commit": "b4721", "rpc_binary": "rpc-server", "rpc_protocol": "3.0.0"},
-    "b": {"commit": "b4721", "rpc_binary": "rpc-server", "rpc_protocol": "3.0.0"},
-}
+BUILDS = {"a": build_record("b4721"), "b": build_record("b4721")}
 EVIDENCE = (
     "llama-server@a: RPC connection to 10.0.0.2:50052 dropped during prompt processing "
     "(recv failed: Connection reset by peer) after 1.8s without a reply from rpc-server@b"
@@ -210,7 +208,9 @@ def test_markdown_setup_failures_and_notes(store: Store, screen: int) -> None:
     assert "- split: `1/1`" in setup
     assert "- ctx size / parallel slots: 8192 / 1" in setup
     # Builds from the last attempt that recorded them, not the first attempt's partial view.
-    assert "- build on `a`: commit `b4721`, `rpc-server`, RPC protocol 3.0.0" in setup
+    assert (
+        f"- build on `a`: build {build_short('b4721')}, RPC 3.0.0 (version: 0 (b4721))" in setup
+    )
     assert "b4700" not in setup
     assert "- load time: 12.3s (attempt 2)" in setup
     assert "- failed loads: attempt 1 (load_timeout)" in setup
