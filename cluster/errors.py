@@ -9,10 +9,14 @@ exit with the documented code, and retries (tenacity) can target our own types::
     │   └── HostKeyError              the host key is unknown or changed (exit 3)
     ├── RemoteCommandError            a command ran and failed on a host (exit 4)
     ├── LaunchError                   the cluster did not come up after all retries (exit 5)
-    └── HTTPError                     llama-server did not answer as expected (exit 6)
+    ├── HTTPError                     llama-server did not answer as expected (exit 6)
+    └── StoreError                    the record (state directory, SQLite) is unusable (exit 7)
 
-Third-party exceptions (asyncssh, OSError, httpx) are mapped to these at the boundary
-where they are raised (``raise Mapped(msg) from exc``), never further up.
+Third-party exceptions (asyncssh, OSError, httpx, sqlite3) are mapped to these at the
+boundary where they are raised (``raise Mapped(msg) from exc``), never further up.
+Anything else that reaches the command line's entry point is a bug: it is reported on
+one line as ``error: internal: TYPE: message`` with ``EXIT_INTERNAL`` (the traceback
+only with ``-v``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ EXIT_TRANSPORT = 3
 EXIT_REMOTE = 4
 EXIT_LAUNCH = 5
 EXIT_HTTP = 6
+EXIT_STORE = 7
+# An exception that is not a ClusterError: a bug (sysexits.h's EX_SOFTWARE).
+EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 
@@ -84,3 +91,15 @@ class HTTPError(ClusterError):
     """llama-server could not be reached over HTTP or answered with an error."""
 
     exit_code = EXIT_HTTP
+
+
+class StoreError(ClusterError):
+    """The record cannot be used: the state directory cannot be created or written, the
+    database is locked by another process past the busy timeout, or it is not a database.
+    The message names the directory or the database file."""
+
+    exit_code = EXIT_STORE
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path

@@ -15,6 +15,13 @@ one step per version, each in its own transaction.
 
 A run records the controller's pid and host, so a run left ``running`` by a controller
 that was killed can be told from one still going (``Run.stale``).
+
+The record is shared by every controller on this machine. A writer waits up to
+``BUSY_TIMEOUT_S`` for another's write lock; opening a file already at the current schema
+takes no write lock, so reading the record never waits for a writer. What sqlite3 and the
+file system raise (a state directory that cannot be created, a database locked past the
+timeout, a file that is not a database) becomes a ``StoreError`` naming the directory or
+the file; a result written twice stays ``sqlite3.IntegrityError``, a bug of the caller.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from cluster.errors import StoreError
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -86,6 +95,9 @@ ALTER TABLE runs ADD COLUMN controller_host TEXT;
 # Index i brings a file from version i to version i + 1.
 _MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(_MIGRATIONS)
+# A write transaction lasts milliseconds; waiting this long for one means something else
+# holds the database (a sqlite3 shell in a transaction, a hung process).
+BUSY_TIMEOUT_S = 30.0
 
 
 class Run(BaseModel):
@@ -145,19 +157,62 @@ class Attempt(BaseModel):
 class Store:
     """The SQLite record in a state directory."""
 
-    def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, state_dir: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = state_dir / "clusterctl.db"
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self.migrate()
+        self.busy_timeout_s = busy_timeout_s
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                str(state_dir), f"cannot create the state directory: {_reason(exc)}"
+            ) from None
+        with self._mapped():
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_s)
+        try:
+            with self._mapped():
+                self._db.row_factory = sqlite3.Row
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self.migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        """sqlite3's errors about the file (locked, read-only, full, not a database, cannot
+        be opened) as a StoreError naming it; a caller's mistakes (a result written twice,
+        a bad statement) pass as they are."""
+        try:
+            yield
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(str(self.path), self._explain(exc)) from None
+
+    def _explain(self, exc: sqlite3.DatabaseError) -> str:
+        message = str(exc)
+        if "locked" in message or "busy" in message:
+            return (
+                f"{message}: another process holds it locked (waited "
+                f"{self.busy_timeout_s:g} s); try again when that one is done"
+            )
+        if "unable to open" in message or "readonly" in message:
+            where = self.path.parent
+            return f"{message}: is the state directory {where} writable by this user?"
+        return message
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._mapped():
+            return self._db.execute(sql, params).fetchall()
 
     def migrate(self) -> None:
-        """Bring the file to SCHEMA_VERSION. The version is read inside the write lock, so
-        two controllers opening a new file at once migrate it once; each step is one
+        """Bring the file to SCHEMA_VERSION. A file already there is left alone without a
+        write lock. Otherwise the version is read again inside the write lock, so two
+        controllers opening a new file at once migrate it once; each step is one
         transaction, so a crash mid-migration leaves the previous version."""
+        if self._read("PRAGMA user_version")[0][0] >= SCHEMA_VERSION:
+            return
         while True:
             with self._tx() as db:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -179,13 +234,15 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._mapped():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     # runs
     def start_run(self, kind: str, profile: str | None, config: dict[str, Any]) -> int:
@@ -259,21 +316,19 @@ class Store:
             )
 
     def run(self, run_id: int) -> Run | None:
-        row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return _run(row) if row else None
+        rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
 
     def last_run_id(self, kind: str) -> int | None:
         """The newest run of a kind, for pointing a user at it."""
-        row = self._db.execute(
-            "SELECT id FROM runs WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,)
-        ).fetchone()
-        return int(row[0]) if row else None
+        rows = self._read("SELECT id FROM runs WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,))
+        return int(rows[0][0]) if rows else None
 
     def runs(self, kind: str | None = None, limit: int = 50) -> list[Run]:
         if kind is None:
-            rows = self._db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+            rows = self._read("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
         else:
-            rows = self._db.execute(
+            rows = self._read(
                 "SELECT * FROM runs WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit)
             )
         return [_run(row) for row in rows]
@@ -319,15 +374,13 @@ class Store:
             )
 
     def next_attempt_number(self, run_id: int) -> int:
-        row = self._db.execute(
+        rows = self._read(
             "SELECT COALESCE(MAX(number), 0) FROM attempts WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        return int(row[0]) + 1
+        )
+        return int(rows[0][0]) + 1
 
     def attempts(self, run_id: int) -> list[Attempt]:
-        rows = self._db.execute(
-            "SELECT * FROM attempts WHERE run_id = ? ORDER BY number", (run_id,)
-        )
+        rows = self._read("SELECT * FROM attempts WHERE run_id = ? ORDER BY number", (run_id,))
         return [_attempt(row) for row in rows]
 
     # results
@@ -362,17 +415,15 @@ class Store:
             )
 
     def results(self, run_id: int) -> list[Result]:
-        rows = self._db.execute("SELECT * FROM results WHERE run_id = ? ORDER BY id", (run_id,))
+        rows = self._read("SELECT * FROM results WHERE run_id = ? ORDER BY id", (run_id,))
         return [_result(row) for row in rows]
 
     def result(self, run_id: int, key: str) -> Result | None:
-        row = self._db.execute(
-            "SELECT * FROM results WHERE run_id = ? AND key = ?", (run_id, key)
-        ).fetchone()
-        return _result(row) if row else None
+        rows = self._read("SELECT * FROM results WHERE run_id = ? AND key = ?", (run_id, key))
+        return _result(rows[0]) if rows else None
 
     def result_keys(self, run_id: int) -> set[str]:
-        rows = self._db.execute("SELECT key FROM results WHERE run_id = ?", (run_id,))
+        rows = self._read("SELECT key FROM results WHERE run_id = ?", (run_id,))
         return {row[0] for row in rows}
 
     # events
@@ -384,40 +435,38 @@ class Store:
             )
 
     def events(self, run_id: int) -> list[tuple[float, str, dict[str, Any]]]:
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT at, kind, data_json FROM events WHERE run_id = ? ORDER BY id", (run_id,)
         )
         return [(row["at"], row["kind"], json.loads(row["data_json"])) for row in rows]
 
 
+def _decoded(row: sqlite3.Row) -> dict[str, Any]:
+    """A row as a record's fields: each ``NAME_json`` column decoded into ``NAME``."""
+    return {
+        key.removesuffix("_json"): json.loads(row[key]) if key.endswith("_json") else row[key]
+        for key in row.keys()  # noqa: SIM118 - a Row is not a mapping
+    }
+
+
 def _run(row: sqlite3.Row) -> Run:
-    return Run(
-        id=row["id"],
-        kind=row["kind"],
-        profile=row["profile"],
-        status=row["status"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        config=json.loads(row["config_json"]),
-        summary=json.loads(row["summary_json"]),
-        controller_pid=row["controller_pid"],
-        controller_host=row["controller_host"],
-    )
+    return Run.model_validate(_decoded(row))
 
 
 def _result(row: sqlite3.Row) -> Result:
-    return Result(
-        id=row["id"],
-        run_id=row["run_id"],
-        key=row["key"],
-        status=row["status"],
-        failure_class=row["failure_class"],
-        evidence=row["evidence"],
-        spec=json.loads(row["spec_json"]),
-        metrics=json.loads(row["metrics_json"]),
-        log_tails=json.loads(row["log_tails_json"]),
-        created_at=row["created_at"],
-    )
+    return Result.model_validate(_decoded(row))
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    return Attempt.model_validate(_decoded(row))
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, FileExistsError):
+        return "it exists and is not a directory"
+    if isinstance(exc, NotADirectoryError):
+        return "a part of its path is a file, not a directory"
+    return exc.strerror or str(exc)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -433,20 +482,3 @@ def _pid_alive(pid: int) -> bool:
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
-
-
-def _attempt(row: sqlite3.Row) -> Attempt:
-    return Attempt(
-        id=row["id"],
-        run_id=row["run_id"],
-        number=row["number"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        outcome=row["outcome"],
-        failure_class=row["failure_class"],
-        evidence=row["evidence"],
-        load_seconds=row["load_seconds"],
-        split=row["split"],
-        builds=json.loads(row["builds_json"]),
-        log_tails=json.loads(row["log_tails_json"]),
-    )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.errors import EXIT_STORE, StoreError
 from cluster.store import _SCHEMA_V1, SCHEMA_VERSION, Store
 
 
@@ -91,3 +92,52 @@ def test_a_running_run_whose_controller_is_gone_shows_interrupted(tmp_path: Path
         assert store.next_attempt_number(theirs) == 1
         store.start_attempt(theirs, 1, "1/1", {})
         assert store.next_attempt_number(theirs) == 2
+
+
+def test_a_writer_waits_for_the_lock_then_fails_naming_the_file(tmp_path: Path) -> None:
+    Store(tmp_path).close()
+    holder = sqlite3.connect(tmp_path / "clusterctl.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with Store(tmp_path, busy_timeout_s=0.1) as store:
+            # Opening a file already at the current schema and reading it take no write lock.
+            assert store.runs() == []
+            with pytest.raises(StoreError) as raised:
+                store.start_run("bench", "p", {})
+    finally:
+        holder.close()
+    assert raised.value.exit_code == EXIT_STORE
+    assert str(raised.value) == (
+        f"{tmp_path / 'clusterctl.db'}: database is locked: another process holds it locked "
+        "(waited 0.1 s); try again when that one is done"
+    )
+    with Store(tmp_path) as store:  # the failed transaction left nothing behind
+        assert store.runs() == []
+        assert store.start_run("bench", "p", {}) == 1
+
+
+def test_opening_a_file_locked_by_another_process_fails_naming_it(tmp_path: Path) -> None:
+    holder = sqlite3.connect(tmp_path / "clusterctl.db", isolation_level=None)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match="database is locked"):
+            Store(tmp_path, busy_timeout_s=0.1)
+    finally:
+        holder.close()
+
+
+def test_a_state_directory_that_cannot_be_made(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError) as raised:
+        Store(tmp_path / "file" / "state")
+    assert str(raised.value) == (
+        f"{tmp_path / 'file' / 'state'}: cannot create the state directory: "
+        "a part of its path is a file, not a directory"
+    )
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / "clusterctl.db").write_bytes(b"\x00garbage" * 512)
+    with pytest.raises(StoreError, match="file is not a database"):
+        Store(tmp_path)
