@@ -53,16 +53,26 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
 
 
 def read_toml(path: Path) -> dict[str, object]:
-    """Parse one TOML file; a missing or malformed file is a ConfigError naming it."""
+    """Parse one TOML file; a missing, unreadable or malformed file (including one that is
+    not UTF-8, as TOML must be) is a ConfigError naming it."""
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line})",
+            file=str(path),
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
 
 
 def validate(model: type[ModelT], data: Mapping[str, object], source: str) -> ModelT:
@@ -83,12 +93,23 @@ class Sources:
     state_dir: Path
 
 
+def expand_home(path: Path, source: str) -> Path:
+    """``~`` or ``~user`` at the start of a path given by ``source`` (a flag or variable)."""
+    try:
+        return path.expanduser()
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot expand ~ in {str(path)!r}: {exc}", key=source) from None
+
+
 def find_config_file(flag: Path | None, environ: Mapping[str, str], cwd: Path, home: Path) -> Path:
-    """Apply flag > CLUSTERCTL_CONFIG > ./hosts.toml > ~/.config/clusterctl/hosts.toml."""
+    """Apply flag > CLUSTERCTL_CONFIG > ./hosts.toml > ~/.config/clusterctl/hosts.toml.
+
+    ``~`` in a flag or variable is the home directory (a shell expands it only at the start
+    of a word, a systemd unit or ``--config=~/x`` not at all)."""
     if flag is not None:
-        return flag
+        return expand_home(flag, "--config")
     if environ.get(f"{ENV_PREFIX}CONFIG"):
-        return Path(environ[f"{ENV_PREFIX}CONFIG"])
+        return expand_home(Path(environ[f"{ENV_PREFIX}CONFIG"]), f"{ENV_PREFIX}CONFIG")
     candidates = config_search_path(cwd, home)
     for candidate in candidates:
         if candidate.is_file():
@@ -134,29 +155,30 @@ def resolve_sources(
     environ: Mapping[str, str] | None = None,
     home: Path | None = None,
 ) -> Sources:
-    """Pick the playbooks and state directories by the documented precedence."""
+    """Pick the playbooks and state directories by the documented precedence.
+
+    ``~`` in a flag or variable is the home directory; hosts.toml's own paths were
+    expanded when it was read (``LocalPath``), and relative ones are under its folder."""
     env = os.environ if environ is None else environ
     home = home or Path.home()
     base = config_file.parent
 
-    def pick(flag: Path | None, env_key: str, from_file: Path | None, default: Path) -> Path:
+    def pick(flag: Path | None, flag_name: str, from_file: Path | None, default: Path) -> Path:
+        env_key = f"{ENV_PREFIX}{flag_name.removeprefix('--').replace('-', '_').upper()}"
         if flag is not None:
-            return flag
+            return expand_home(flag, flag_name)
         if env.get(env_key):
-            return Path(env[env_key])
+            return expand_home(Path(env[env_key]), env_key)
         if from_file is not None:
             return from_file if from_file.is_absolute() else base / from_file
         return default
 
     playbooks = pick(
-        playbooks_flag,
-        f"{ENV_PREFIX}PLAYBOOKS",
-        inventory.controller.playbooks_dir,
-        base / "playbooks",
+        playbooks_flag, "--playbooks", inventory.controller.playbooks_dir, base / "playbooks"
     )
     state = pick(
         state_dir_flag,
-        f"{ENV_PREFIX}STATE_DIR",
+        "--state-dir",
         inventory.controller.state_dir,
         home / ".local" / "state" / "clusterctl",
     )
@@ -175,6 +197,8 @@ def find_named(folder: Path, name: str, what: str, plural: str) -> Path:
     """NAME.toml in folder (or a path ending in .toml); a ConfigError listing the others
     there when it is missing: ``no screen playbook named 'x' (screens there: a, b)``."""
     path = profile_path(folder, name)
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"a link to {path.readlink()}, which does not exist", file=str(path))
     if not path.is_file():
         where = path.parent
         available = sorted(p.stem for p in where.glob("*.toml")) if where.is_dir() else []

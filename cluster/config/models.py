@@ -9,11 +9,20 @@ the inventory, a split with the wrong number of entries) live in ``resolve.py``.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 # A name we are willing to put on a command line or in a file name unquoted.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -22,10 +31,43 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-class StrictModel(BaseModel):
-    """Base of every configuration record: unknown keys are errors, records are frozen."""
+def _expand_home(path: Path) -> Path:
+    try:
+        return path.expanduser()
+    except RuntimeError as exc:  # ~user of a user that does not exist, or no home at all
+        raise ValueError(f"cannot expand ~ in {str(path)!r}: {exc}") from None
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+# A path on this machine (the controller's): ``~`` and ``~user`` become the home directory.
+LocalPath = Annotated[Path, AfterValidator(_expand_home)]
+
+
+def _nul_free(value: object) -> None:
+    """Refuse a NUL character anywhere in a value: no argv, path or environment can carry
+    one, so it would only fail later, far from the file that has it."""
+    if isinstance(value, str | Path) and "\0" in str(value):
+        raise ValueError("contains a NUL character (\\u0000)")
+    if isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _nul_free(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _nul_free(key)
+            _nul_free(item)
+
+
+class StrictModel(BaseModel):
+    """Base of every configuration record: unknown keys are errors, records are frozen,
+    numbers are finite (no ``inf`` or ``nan``, which TOML can spell) and no string holds a
+    NUL character."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        _nul_free(value)
+        return value
 
 
 class HostConfig(StrictModel):
@@ -37,8 +79,8 @@ class HostConfig(StrictModel):
     ssh_target: str | None = None
     user: str | None = None
     ssh_port: Port | None = None
-    ssh_key: Path | None = None
-    known_hosts: Path | None = None
+    ssh_key: LocalPath | None = None
+    known_hosts: LocalPath | None = None
     # The explicit, per-host opt-out of host key verification. Never implied.
     insecure_skip_host_key_check: bool = False
     connect_timeout_s: float = Field(default=10.0, gt=0)
@@ -106,8 +148,9 @@ class HostConfig(StrictModel):
 class ControllerConfig(StrictModel):
     """Settings of the controller itself (this machine)."""
 
-    state_dir: Path | None = None
-    playbooks_dir: Path | None = None
+    # ``~`` is this machine's home; a relative path is relative to hosts.toml.
+    state_dir: LocalPath | None = None
+    playbooks_dir: LocalPath | None = None
 
 
 class ClusterSection(StrictModel):
@@ -154,6 +197,8 @@ def parse_split(value: object) -> list[float]:
         numbers = [float(part) for part in parts]  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(f"{value!r} is not a list of numbers separated by '/'") from None
+    if not all(math.isfinite(number) for number in numbers):
+        raise ValueError(f"{value!r}: proportions must be finite numbers (not inf or nan)")
     if not numbers or any(number < 0 for number in numbers) or sum(numbers) <= 0:
         raise ValueError(f"{value!r}: proportions must be >= 0 with a positive sum")
     return numbers

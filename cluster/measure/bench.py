@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from cluster.config.models import Inventory, Profile
+from cluster.config.models import Inventory, Profile, StrictModel
 from cluster.errors import ConfigError
 from cluster.measure.cases import CaseOutcome, CaseRunner
 from cluster.measure.progress import Progress
@@ -24,10 +24,8 @@ from cluster.store import Store
 from cluster.transport.pool import HostPool
 
 
-class BenchRequest(BaseModel):
-    """What to measure; the command line's options."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class BenchRequest(StrictModel):
+    """What to measure: the command line's options, or a sweep playbook's ``[measure]``."""
 
     shape: str = "random"
     tokens: int = Field(default=512, ge=1)

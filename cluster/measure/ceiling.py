@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from cluster.config.models import Inventory, Profile
+from cluster.config.models import Inventory, Profile, StrictModel
 from cluster.errors import ConfigError, LaunchError
 from cluster.measure.cases import CaseOutcome, CaseRunner
 from cluster.measure.progress import Progress
@@ -82,9 +82,7 @@ class CeilingSearch:
         return middle if middle > floor else None
 
 
-class CeilingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class CeilingRequest(StrictModel):
     shape: str
     gen: int = Field(default=32, ge=1)
     start: int | None = Field(default=None, ge=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from cluster.config.loader import (
     find_config_file,
@@ -15,6 +16,10 @@ from cluster.config.loader import (
 from cluster.config.models import format_split, parse_split
 from cluster.config.resolve import devices_for
 from cluster.errors import EXIT_CONFIG, ConfigError
+from cluster.measure.bench import BenchRequest
+from cluster.measure.ceiling import CeilingRequest
+from cluster.measure.playbook import ScreenPlaybook
+from cluster.sweep.playbook import SweepPlaybook
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -143,6 +148,73 @@ def test_split_spellings() -> None:
     for bad in ("", "a/b", "-1/2", "0/0", "5,5"):
         with pytest.raises(ValueError):
             parse_split(bad)
+    for infinite in ("inf/1", "1/nan", "-inf/3", [float("inf"), 1.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match="finite numbers"):
+            parse_split(infinite)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "key"),
+    [
+        (BenchRequest, {"stall_timeout_s": float("inf")}, "stall_timeout_s"),
+        (CeilingRequest, {"shape": "opt", "factor": float("nan")}, "factor"),
+        (SweepPlaybook, {"name": "s", "profile": "p", "grid_step": float("inf")}, "grid_step"),
+        (ScreenPlaybook, {"name": "s", "configs": [], "request_timeout_s": float("nan")}, None),
+    ],
+)
+def test_every_record_refuses_inf_and_nan(
+    model: type[BaseModel], data: dict[str, object], key: str | None
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        model.model_validate(data)
+    finite = [e for e in raised.value.errors() if e["type"] == "finite_number"]
+    assert finite, raised.value.errors()
+    if key is not None:
+        assert finite[0]["loc"] == (key,)
+
+
+def test_nul_is_refused_in_nested_values(tmp_path: Path) -> None:
+    text = GOOD_HOSTS.replace(
+        "local_devices = 1", 'local_devices = 1\nenv = { OK = "fine", BAD = "a\\u0000b" }'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_inventory(write(tmp_path, "hosts.toml", text))
+    assert str(raised.value).endswith(r"hosts.evo.env: contains a NUL character (\u0000)")
+
+
+def test_a_link_to_nowhere_is_named(tmp_path: Path) -> None:
+    playbooks = tmp_path / "pb"
+    playbooks.mkdir()
+    (playbooks / "gone.toml").symlink_to(tmp_path / "elsewhere.toml")
+    with pytest.raises(ConfigError) as raised:
+        load_profile(playbooks, "gone")
+    assert str(raised.value) == (
+        f"{playbooks / 'gone.toml'}: a link to {tmp_path / 'elsewhere.toml'}, which does not exist"
+    )
+
+
+def test_tilde_is_expanded_by_flags_environment_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    text = GOOD_HOSTS + '\n[controller]\nstate_dir = "~/st"\nplaybooks_dir = "~/pb"\n'
+    text = text.replace('ssh_target = "evo.lan"', 'ssh_target = "evo.lan"\nssh_key = "~/k"')
+    config_file = write(tmp_path, "c/hosts.toml", text)
+    inventory = load_inventory(config_file)
+    assert inventory.hosts["evo"].ssh_key == home / "k"
+    sources = resolve_sources(inventory, config_file, environ={})
+    assert (sources.state_dir, sources.playbooks_dir) == (home / "st", home / "pb")
+    sources = resolve_sources(
+        inventory, config_file, environ={"CLUSTERCTL_PLAYBOOKS": "~/e"}, state_dir_flag=Path("~/f")
+    )
+    assert (sources.state_dir, sources.playbooks_dir) == (home / "f", home / "e")
+    assert find_config_file(Path("~/h.toml"), {}, tmp_path, home) == home / "h.toml"
+    assert find_config_file(None, {"CLUSTERCTL_CONFIG": "~/x.toml"}, tmp_path, home) == (
+        home / "x.toml"
+    )
+    with pytest.raises(ConfigError, match=r"^--state-dir: cannot expand ~ in '~nosuchuser9/x'"):
+        resolve_sources(inventory, config_file, environ={}, state_dir_flag=Path("~nosuchuser9/x"))
 
 
 def test_config_precedence(tmp_path: Path) -> None:

@@ -38,10 +38,11 @@ HOSTS = [
         name="bee",
         ssh_target="bob@192.168.1.21",
         ssh_port=2222,
-        ssh_key=Path("~/.ssh/id_bee"),
+        ssh_key=Path("~/.ssh/id_bee"),  # recorded expanded: this machine's home
         link_address="10.77.0.2",
         link_interface="thunderbolt0",
         llama_bin_dir="/var/home/bob/src/llama.cpp/build/bin",
+        rpc_cache_dir="~/.cache/llama.cpp/rpc",  # a path on bee: recorded as written
     ),
 ]
 PROFILE = Profile(
