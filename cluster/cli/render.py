@@ -10,6 +10,7 @@ from cluster.config.models import Inventory, Profile, format_split
 from cluster.config.resolve import Device
 from cluster.orchestration.control import ComponentStatus, DownReport
 from cluster.orchestration.health import Check, Level
+from cluster.orchestration.processes import INVALID
 
 _STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "bold red"}
 
@@ -46,12 +47,12 @@ def status(console: Console, rows: list[ComponentStatus], unreachable: dict[str,
         table.add_row(
             row.host,
             row.component,
-            str(row.pid),
-            "running" if row.alive else "dead",
+            str(row.pid or "-"),
+            _state_word(row),
             str(row.port or "-"),
             row.profile or "-",
             row.split or "-",
-            f"{row.uptime_s}s",
+            f"{row.uptime_s}s" if row.pid is not None else "-",
             row.health,
         )
     if not rows:
@@ -62,11 +63,22 @@ def status(console: Console, rows: list[ComponentStatus], unreachable: dict[str,
         console.print(f"[red]{host}: unreachable: {reason}[/]")
 
 
+def _state_word(row: ComponentStatus) -> str:
+    if row.alive:
+        return "running"
+    return "invalid pid file" if row.state == INVALID else "dead"
+
+
+# What down says it did, where the outcome's own word is not clear enough.
+_DOWN_WORDS = {"invalid": "invalid pid file removed", "stale": "stale pid file removed"}
+
+
 def down(console: Console, report: DownReport) -> None:
     acted = [o for o in report.stopped if o.word not in ("absent",)]
     for outcome in acted:
         pid = f" pid {outcome.pid}" if outcome.pid else ""
-        console.print(f"{outcome.host}: {outcome.name}: {outcome.word}{pid}")
+        word = _DOWN_WORDS.get(outcome.word, outcome.word)
+        console.print(f"{outcome.host}: {outcome.name}: {word}{pid}")
     if not acted and not report.unreachable:
         console.print("nothing was running")
     for host, reason in report.unreachable.items():

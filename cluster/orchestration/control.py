@@ -77,9 +77,9 @@ async def down(pool: HostPool, inventory: Inventory) -> DownReport:
 class ComponentStatus:
     host: str
     component: str
-    pid: int
+    pid: int | None  # None when its pid file is invalid (empty, truncated, garbage)
     alive: bool
-    state: str
+    state: str  # a /proc state letter, "dead", or "invalid" for an unusable pid file
     uptime_s: int
     profile: str | None
     split: str | None
@@ -109,7 +109,7 @@ async def status(
                 ComponentStatus(
                     host=host,
                     component=process.name,
-                    pid=process.pid,
+                    pid=None if process.invalid else process.pid,
                     alive=process.alive,
                     state=process.state,
                     uptime_s=process.uptime_s,

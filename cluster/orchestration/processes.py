@@ -4,17 +4,23 @@ Each component runs in its own session (``setsid``), so it survives the controll
 connection and can be stopped as a whole process group. Beside it, in the host's run
 directory, lie three files that let any later controller find it again:
 
-- ``NAME.pid``: ``PID STARTTIME`` (the start time guards against a reused pid);
+- ``NAME.pid``: ``PID STARTTIME`` (the start time guards against a reused pid). A file
+  that is not exactly two numbers (empty, truncated by a full disk or a crash mid-write,
+  edited by hand) is an *invalid* record: listed with the state ``invalid``, never
+  signalled (its pid proves nothing), removed by ``stop``;
 - ``NAME.log``: its stdout and stderr (the previous run's log is kept as ``NAME.log.1``);
 - ``NAME.json``: what the controller knew when it started it (profile, split, port...).
 
 The shell scripts below are fixed text; everything variable reaches them as positional
-arguments of ``sh -c SCRIPT clusterctl ARG...``, each quoted by the transport.
+arguments of ``sh -c SCRIPT clusterctl ARG...``, each quoted by the transport. What they
+print is parsed by pure functions (``parse_listing``, ``parse_poll``) that turn anything
+unexpected into data, never an exception.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +29,22 @@ from cluster.config.models import HostConfig
 from cluster.llamacpp.commands import LINE_BUFFERED
 from cluster.transport.base import Transport
 
-# Shared shell functions: is a pid alive (and not a zombie), and is it still the process
-# that the pid file recorded (same start time)?
+# The state of a record whose pid file does not hold "PID STARTTIME".
+INVALID = "invalid"
+DEAD = "dead"
+
+# Shared shell functions: read a pid file, is a pid alive (and not a zombie), and is it
+# still the process that the pid file recorded (same start time)?
 _FUNCTIONS = r"""
+# Set pid and st from a pid file; fail unless it holds exactly two numbers, the pid above
+# 1 (kill -TERM -1 would signal every process, -0 our own group).
+readpid() {
+  pid=; st=; extra=
+  read -r pid st extra 2>/dev/null < "$1"
+  case "$pid" in ''|0*|*[!0-9]*) return 1 ;; esac
+  case "$st" in ''|*[!0-9]*) return 1 ;; esac
+  [ -z "$extra" ] && [ "${#pid}" -le 9 ] && [ "$pid" -gt 1 ]
+}
 starttime() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
 procstate() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1; }
 # The state letter of our process (same start time), or "dead" (gone, zombie, reused pid).
@@ -45,9 +64,8 @@ SPAWN_SCRIPT = (
 dir=$1; name=$2; shift 2
 mkdir -p -- "$dir"
 pidf="$dir/$name.pid"; logf="$dir/$name.log"; metaf="$dir/$name.json"
-if [ -f "$pidf" ]; then
-  read -r pid st < "$pidf"
-  if ours "$pid" "$st"; then echo "$name already runs as pid $pid" >&2; exit 17; fi
+if [ -f "$pidf" ] && readpid "$pidf" && ours "$pid" "$st"; then
+  echo "$name already runs as pid $pid" >&2; exit 17
 fi
 [ -f "$logf" ] && mv -f -- "$logf" "$logf.1"
 : > "$logf"
@@ -63,14 +81,17 @@ echo "$pid"
 """
 )
 
-# Exit 0 with one word: absent, stale, terminated, killed; exit 3 with "survived PID".
+# Exit 0 with one word: absent, invalid, stale, terminated, killed; exit 3 with
+# "survived PID".
 STOP_SCRIPT = (
     _FUNCTIONS
     + r"""
 dir=$1; name=$2; grace=$3
 pidf="$dir/$name.pid"
 [ -f "$pidf" ] || { echo absent; exit 0; }
-read -r pid st < "$pidf"
+if ! readpid "$pidf"; then
+  rm -f -- "$pidf" "$dir/$name.json" "$dir/$name.exit"; echo invalid; exit 0
+fi
 if ! ours "$pid" "$st"; then
   rm -f -- "$pidf" "$dir/$name.json" "$dir/$name.exit"; echo stale; exit 0
 fi
@@ -92,7 +113,8 @@ echo "$word"
 """
 )
 
-# One line per pid file: NAME TAB PID TAB STATE TAB UPTIME_S TAB META-JSON
+# One line per pid file: NAME TAB PID TAB STATE TAB UPTIME_S TAB META-JSON; PID is "-"
+# and STATE "invalid" for a pid file that does not hold "PID STARTTIME".
 LIST_SCRIPT = (
     _FUNCTIONS
     + r"""
@@ -101,9 +123,13 @@ dir=$1
 for pidf in "$dir"/*.pid; do
   [ -f "$pidf" ] || continue
   name=$(basename "$pidf" .pid)
-  read -r pid st < "$pidf"
-  state=$(ourstate "$pid" "$st"); up=0
-  [ "$state" = dead ] || up=$(ps -o etimes= -p "$pid" | tr -d ' ')
+  up=0
+  if readpid "$pidf"; then
+    state=$(ourstate "$pid" "$st")
+    [ "$state" = dead ] || up=$(ps -o etimes= -p "$pid" | tr -d ' ')
+  else
+    pid=-; state=invalid
+  fi
   meta=$(tr -d '\n' < "$dir/$name.json" 2>/dev/null)
   printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$pid" "$state" "${up:-0}" "${meta:-{\}}"
 done
@@ -118,11 +144,10 @@ dir=$1; name=$2; offset=$3; limit=$4
 logf="$dir/$name.log"
 size=$(stat -c %s -- "$logf" 2>/dev/null || echo 0)
 state=dead
-if [ -f "$dir/$name.pid" ]; then
-  read -r pid st < "$dir/$name.pid"
+if [ -f "$dir/$name.pid" ] && readpid "$dir/$name.pid"; then
   state=$(ourstate "$pid" "$st")
 fi
-code=$(cat "$dir/$name.exit" 2>/dev/null)
+code=$(head -n 1 -- "$dir/$name.exit" 2>/dev/null | head -c 12)
 echo "$size $state ${code:--}"
 tail -c "+$((offset + 1))" -- "$logf" 2>/dev/null | head -c "$limit"
 """
@@ -135,19 +160,25 @@ class ManagedProcess:
 
     host: str
     name: str
-    pid: int
-    state: str  # a /proc state letter (R, S, T for stopped...) or "dead"
+    pid: int  # 0 for an invalid record: its pid file named no usable pid
+    state: str  # a /proc state letter (R, S, T for stopped...), "dead" or "invalid"
     uptime_s: int
     meta: dict[str, Any]
 
     @property
     def alive(self) -> bool:
-        return self.state != "dead"
+        return self.state not in (DEAD, INVALID)
+
+    @property
+    def invalid(self) -> bool:
+        """Its pid file is empty, truncated or garbage; ``stop`` removes it."""
+        return self.state == INVALID
 
 
 @dataclass(frozen=True)
 class StopOutcome:
-    """How a stop went: absent, stale, terminated, killed, or survived (it did not die)."""
+    """How a stop went: absent, invalid (an unusable pid file, removed), stale,
+    terminated, killed, or survived (it did not die)."""
 
     host: str
     name: str
@@ -168,7 +199,7 @@ class LogPoll:
 
     @property
     def alive(self) -> bool:
-        return self.state != "dead"
+        return self.state != DEAD
 
     @property
     def stopped(self) -> bool:
@@ -224,17 +255,38 @@ async def stop(transport: Transport, run_dir: str, name: str, grace_s: int = 10)
 async def list_managed(transport: Transport, run_dir: str) -> list[ManagedProcess]:
     """Every component with a pid file in the host's run directory, dead or alive."""
     result = await transport.run(_sh(LIST_SCRIPT, run_dir), check=True)
-    processes = []
-    for line in result.stdout.splitlines():
-        name, pid, state, uptime, meta = line.split("\t", 4)
+    return parse_listing(transport.name, result.stdout)
+
+
+def parse_listing(host: str, stdout: str) -> list[ManagedProcess]:
+    """LIST_SCRIPT's lines as records. A pid that is not a number makes the record
+    invalid; an uptime that is not a number is 0; metadata that is not a JSON object is
+    empty; a line without its five fields (a file name with a tab or newline) is
+    skipped."""
+    found = []
+    for line in stdout.splitlines():
+        fields = line.split("\t", 4)
+        if len(fields) != 5 or not fields[0]:
+            continue
+        name, pid_text, state, uptime, meta = fields
+        pid = _count(pid_text)
+        if pid is None or state == INVALID:
+            pid, state = 0, INVALID
         try:
             parsed = json.loads(meta)
         except json.JSONDecodeError:
-            parsed = {}
-        processes.append(
-            ManagedProcess(transport.name, name, int(pid), state, int(uptime or 0), parsed)
+            parsed = None
+        found.append(
+            ManagedProcess(
+                host,
+                name,
+                pid,
+                state,
+                _count(uptime) or 0,
+                parsed if isinstance(parsed, dict) else {},
+            )
         )
-    return processes
+    return found
 
 
 async def poll_log(
@@ -244,9 +296,23 @@ async def poll_log(
     result = await transport.run(
         _sh(POLL_SCRIPT, run_dir, name, str(offset), str(limit)), check=True
     )
-    header, _, text = result.stdout.partition("\n")
-    size, state, code = header.split()
-    return LogPoll(int(size), state, int(code) if code.lstrip("-").isdigit() else None, text)
+    return parse_poll(result.stdout)
+
+
+def parse_poll(stdout: str) -> LogPoll:
+    """POLL_SCRIPT's header line (``SIZE STATE CODE``) and the log text after it; a
+    missing or garbled field reads as nothing known (size 0, dead, no exit status)."""
+    header, _, text = stdout.partition("\n")
+    size, state, code = [*header.split(maxsplit=2), "", "", ""][:3]
+    exit_status = _count(code.removeprefix("-"))
+    if exit_status is not None and code.startswith("-"):
+        exit_status = -exit_status
+    return LogPoll(_count(size) or 0, state or DEAD, exit_status, text)
+
+
+def _count(text: str) -> int | None:
+    """A number written in ASCII digits, or None (``str.isdigit`` also takes ``²``)."""
+    return int(text) if re.fullmatch(r"[0-9]+", text) else None
 
 
 async def log_tail(transport: Transport, run_dir: str, name: str, lines: int = 60) -> str:

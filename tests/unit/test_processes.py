@@ -120,3 +120,110 @@ def test_logs_follow_streams_new_lines(host: HostConfig) -> None:
             return seen
 
     assert asyncio.run(asyncio.wait_for(go(), 20)) == ["one", "two", "three"]
+
+
+# --- pid files that are empty, truncated or garbage --------------------------------------
+
+INVALID_PID_FILES = {
+    "empty": "",
+    "newline only": "\n",
+    "truncated": "4242",
+    "truncated with space": "4242 ",
+    "garbage": "not a pid\n",
+    "start time not a number": "4242 soon\n",
+    "three fields": "4242 100 7\n",
+    "pid 1": "1 100\n",
+    "pid 0": "0 100\n",
+    "leading zero": "0042 100\n",
+    "negative": "-42 100\n",
+    "huge": "99999999999999999999 100\n",
+    "binary": "\x00\x01\x02",
+}
+
+
+@pytest.mark.parametrize("content", INVALID_PID_FILES.values(), ids=INVALID_PID_FILES.keys())
+def test_an_invalid_pid_file_is_listed_stopped_and_replaced(host: HostConfig, content: str) -> None:
+    run_dir = Path(host.run_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / "svc.pid").write_text(content)
+    (run_dir / "svc.json").write_text('{"port": 1}')
+
+    async def go() -> None:
+        t = LocalTransport(host)
+        [listed] = await processes.list_managed(t, host.run_dir)
+        assert (listed.name, listed.pid, listed.state, listed.alive, listed.invalid) == (
+            "svc",
+            0,
+            processes.INVALID,
+            False,
+            True,
+        )
+        assert listed.meta == {"port": 1}
+        poll = await processes.poll_log(t, host.run_dir, "svc", 0)
+        assert (poll.state, poll.alive, poll.exit_status) == ("dead", False, None)
+        # spawn replaces an invalid record instead of refusing or failing on it
+        pid = await processes.spawn(t, host.run_dir, "svc", ["sleep", "60"], {})
+        assert (run_dir / "svc.pid").read_text().split()[0] == str(pid)
+        assert (await processes.stop(t, host.run_dir, "svc", grace_s=5)).word == "terminated"
+        (run_dir / "svc.pid").write_text(content)
+        assert (await processes.stop(t, host.run_dir, "svc")).word == "invalid"
+        assert not (run_dir / "svc.pid").exists() and not (run_dir / "svc.json").exists()
+
+    asyncio.run(go())
+
+
+def test_a_garbled_exit_file_is_no_exit_status(host: HostConfig) -> None:
+    run_dir = Path(host.run_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / "svc.exit").write_text("1 2\nthree\n")
+
+    async def go() -> processes.LogPoll:
+        return await processes.poll_log(LocalTransport(host), host.run_dir, "svc", 0)
+
+    poll = asyncio.run(go())
+    assert (poll.size, poll.state, poll.exit_status, poll.new_text) == (0, "dead", None, "")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('svc\t4242\tS\t17\t{"port": 1}', ("svc", 4242, "S", 17, {"port": 1})),
+        ("svc\t4242\tdead\t0\t{}", ("svc", 4242, "dead", 0, {})),
+        ("svc\t-\tinvalid\t0\t{}", ("svc", 0, "invalid", 0, {})),
+        ("svc\t\tdead\t0\t{}", ("svc", 0, "invalid", 0, {})),
+        ("svc\tabc\tdead\t0\t{}", ("svc", 0, "invalid", 0, {})),
+        ("svc\t²\tS\t0\t{}", ("svc", 0, "invalid", 0, {})),
+        ("svc\t4242\tS\t\t{}", ("svc", 4242, "S", 0, {})),
+        ("svc\t4242\tS\tsoon\t{}", ("svc", 4242, "S", 0, {})),
+        ("svc\t4242\tS\t1\tnot json", ("svc", 4242, "S", 1, {})),
+        ("svc\t4242\tS\t1\t[1, 2]", ("svc", 4242, "S", 1, {})),
+        ('svc\t4242\tS\t1\t{"a":\t1}', ("svc", 4242, "S", 1, {"a": 1})),
+    ],
+)
+def test_parse_listing(line: str, expected: tuple[object, ...]) -> None:
+    [record] = processes.parse_listing("h", line + "\n")
+    assert (record.name, record.pid, record.state, record.uptime_s, record.meta) == expected
+    assert record.host == "h"
+
+
+def test_parse_listing_skips_lines_without_their_fields() -> None:
+    stdout = "half a name\nsvc\t1\nok\t4242\tS\t1\t{}\n\n\t4242\tS\t1\t{}\n"
+    assert [r.name for r in processes.parse_listing("h", stdout)] == ["ok"]
+
+
+@pytest.mark.parametrize(
+    ("stdout", "expected"),
+    [
+        ("120 S -\nhello\n", (120, "S", None, "hello\n")),
+        ("120 dead 137\n", (120, "dead", 137, "")),
+        ("0 dead -1\n", (0, "dead", -1, "")),
+        ("0 dead --1\n", (0, "dead", None, "")),
+        ("0 dead 1-2\n", (0, "dead", None, "")),
+        ("", (0, "dead", None, "")),
+        ("oops\n", (0, "dead", None, "")),
+        ("x y z w\nlog", (0, "y", None, "log")),
+    ],
+)
+def test_parse_poll(stdout: str, expected: tuple[object, ...]) -> None:
+    poll = processes.parse_poll(stdout)
+    assert (poll.size, poll.state, poll.exit_status, poll.new_text) == expected
