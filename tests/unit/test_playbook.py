@@ -13,11 +13,15 @@ from cluster.measure.ceiling import CeilingSearch
 from cluster.measure.playbook import load_screen, plan, resolve_target
 
 PLAYBOOKS = REPO / "playbooks"
+# The demo's own profile and screen, embedded in the package (clusterctl demo).
+DEMO_PLAYBOOKS = REPO / "cluster" / "defaults" / "playbooks"
 
 
-def planned(name: str) -> list[tuple[str, int, int, str, int, int]]:
-    book, _ = load_screen(PLAYBOOKS, name)
-    profiles = {c.profile: load_profile(PLAYBOOKS, c.profile) for c in book.configs}
+def planned(
+    name: str, playbooks: Path = PLAYBOOKS
+) -> list[tuple[str, int, int, str, int, int]]:
+    book, _ = load_screen(playbooks, name)
+    profiles = {c.profile: load_profile(playbooks, c.profile) for c in book.configs}
     return [
         (case.config, case.ctx_size, case.parallel, case.shape, case.target, case.attempt)
         for _, _, cases in plan(book, profiles)
@@ -48,7 +52,7 @@ def test_qwen_ladder_prompts_at_half_the_context() -> None:
 
 
 def test_demo_screen_covers_every_shape() -> None:
-    cases = planned("demo-shapes")
+    cases = planned("demo-shapes", DEMO_PLAYBOOKS)
     assert {c[3] for c in cases} >= {"opt", "contexttoken", "natural", "mixed", "agentic"}
     assert {c[4] for c in cases} == {200, 614}  # 60% of a 1024-token slot
 
