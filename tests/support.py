@@ -35,6 +35,16 @@ def clusterctl(
     )
 
 
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one ``error: ...`` line a failed command printed; fails the test when stderr
+    holds anything else or a traceback is anywhere in the output."""
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
 def profile_toml(model: Path | str, rpc_hosts: list[str], **keys: object) -> str:
     values: dict[str, object] = {
         "model": str(model),

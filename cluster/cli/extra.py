@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
-from cluster import demo as demo_mod
 from cluster.cli import render
-from cluster.cli.main import app, err, out, run_async, testbed_app
+from cluster.cli.app import app, err, out, run_async, testbed_app
 from cluster.config.loader import resolve_sources
 from cluster.config.models import format_split
 from cluster.errors import EXIT_CHECK_FAILED, ClusterError
@@ -31,7 +30,8 @@ def demo(
     ] = False,
 ) -> None:
     """The main job on the embedded default: health, up, bench, a screen, status, down."""
-    from cluster.cli.measure import BarProgress
+    from cluster import demo as demo_mod
+    from cluster.cli.progress import BarProgress
     from cluster.measure.bench import BenchRequest, run_bench
     from cluster.measure.playbook import load_screen
     from cluster.measure.screen import Screen

@@ -1,4 +1,7 @@
-"""The ``clusterctl`` command line.
+"""The ``clusterctl`` command line: its entry point ``run`` and the commands that read the
+configuration and drive the cluster (``config check``, ``health``, ``up``, ``down``,
+``status``, ``logs``); the measurement, sweep, demo and testbed commands live beside it
+(``measure``, ``sweep``, ``extra``) and share ``cluster.cli.app``.
 
 Data goes to stdout (tables, or exactly one JSON document with ``--json``); messages and
 logs go to stderr. Every flag can also be set from the environment: the global options as
@@ -8,138 +11,25 @@ Exit codes are fixed and documented in docs/cli.md (see ``cluster.errors``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
+import importlib
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from cluster import errors
 from cluster.cli import render
-from cluster.config.loader import (
-    Sources,
-    find_config_file,
-    load_inventory,
-    load_profile,
-    resolve_sources,
-)
-from cluster.config.models import Inventory, Profile, parse_split
-from cluster.errors import ClusterError, ConfigError
-from cluster.logging import configure_logging
+from cluster.cli.app import app, config_app, context_of, err, invocation, out, print_json, run_async
+from cluster.cli.boundary import guarded, verbosity
+from cluster.config.models import parse_split
+from cluster.errors import ConfigError
 from cluster.orchestration import control
 from cluster.orchestration.health import failed, gate, run_health
 from cluster.orchestration.launch import Launcher
 from cluster.store import Store
 from cluster.transport.pool import HostPool
-
-T = TypeVar("T")
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Run llama.cpp across a small cluster with its RPC backend.",
-    pretty_exceptions_enable=False,
-)
-config_app = typer.Typer(no_args_is_help=True, help="Check and show the configuration.")
-testbed_app = typer.Typer(
-    no_args_is_help=True, help="A real N-host testbed of network namespaces (root)."
-)
-app.add_typer(config_app, name="config")
-app.add_typer(testbed_app, name="testbed")
-
-# Piped or logged output gets wide tables instead of rich's 80-column default.
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
-
-
-@dataclass
-class Context:
-    config_flag: Path | None
-    playbooks_flag: Path | None
-    state_dir_flag: Path | None
-    _inventory: Inventory | None = None
-    _sources: Sources | None = None
-    _extra: dict[str, Any] = field(default_factory=dict)
-
-    def load(self) -> tuple[Inventory, Sources]:
-        if self._inventory is None or self._sources is None:
-            path = find_config_file(self.config_flag, os.environ, Path.cwd(), Path.home())
-            self._inventory = load_inventory(path)
-            self._sources = resolve_sources(
-                self._inventory,
-                path,
-                playbooks_flag=self.playbooks_flag,
-                state_dir_flag=self.state_dir_flag,
-            )
-        return self._inventory, self._sources
-
-    def store(self) -> Store:
-        """The record in the resolved state directory."""
-        _, sources = self.load()
-        return Store(sources.state_dir)
-
-    def profile(self, name: str) -> Profile:
-        _, sources = self.load()
-        return load_profile(sources.playbooks_dir, name)
-
-
-def _ctx(ctx: typer.Context) -> Context:
-    assert isinstance(ctx.obj, Context)
-    return ctx.obj
-
-
-def run_async(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; Ctrl-C becomes the documented exit code."""
-    try:
-        return asyncio.run(make())  # type: ignore[arg-type]
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(errors.EXIT_INTERRUPTED) from None
-
-
-def print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-@app.callback()
-def main(
-    ctx: typer.Context,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-C", envvar="CLUSTERCTL_CONFIG", help="hosts.toml to use."),
-    ] = None,
-    playbooks: Annotated[
-        Path | None,
-        typer.Option(envvar="CLUSTERCTL_PLAYBOOKS", help="Directory of profiles and playbooks."),
-    ] = None,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(envvar="CLUSTERCTL_STATE_DIR", help="Where the record (SQLite) lives."),
-    ] = None,
-    verbose: Annotated[
-        int,
-        typer.Option(
-            "--verbose",
-            "-v",
-            count=True,
-            envvar="CLUSTERCTL_VERBOSE",
-            help="More logs on stderr (-v, -vv).",
-        ),
-    ] = 0,
-    log_json: Annotated[
-        bool, typer.Option(envvar="CLUSTERCTL_LOG_JSON", help="Logs as JSON lines.")
-    ] = False,
-) -> None:
-    configure_logging(verbose, log_json)
-    ctx.obj = Context(config, playbooks, state_dir)
-
 
 # --- config -------------------------------------------------------------------------------
 
@@ -152,30 +42,46 @@ def config_check(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_CONFIG_CHECK_JSON")] = False,
 ) -> None:
-    """Load hosts.toml and the profiles, check them against each other, print the result."""
-    from cluster.config.resolve import devices_for
+    """Load hosts.toml and the profiles, check them against each other, print the result.
 
-    c = _ctx(ctx)
-    inventory, sources = c.load()
+    A profile named on the command line must load and fit: its problem is the one error
+    line (exit 2). Checking all profiles, one written for another cluster (other hosts,
+    another device count) is listed with the reason and does not fail the check; a
+    profile file that is itself wrong does (exit 2, one line per such file).
+    """
+    from cluster.config.resolve import Fit, check_profiles
+
+    inventory, sources = context_of(ctx).load()
     names = profiles or sorted(p.stem for p in sources.playbooks_dir.glob("*.toml"))
-    resolved = []
-    for name in names:
-        profile = c.profile(name)
-        devices = devices_for(inventory, profile)
-        resolved.append((profile, devices))
+    checks = check_profiles(inventory, sources.playbooks_dir, names)
+    if profiles:
+        for check in checks:
+            if check.fit is not Fit.FITS:
+                raise ConfigError(check.problem)
     if as_json:
         print_json(
             {
                 "sources": {k: str(v) for k, v in vars(sources).items()},
                 "inventory": inventory.model_dump(mode="json"),
                 "profiles": {
-                    p.name: {**p.model_dump(mode="json"), "devices": [vars(d) for d in devices]}
-                    for p, devices in resolved
+                    c.name: {
+                        **c.profile.model_dump(mode="json"),
+                        "devices": [vars(d) for d in c.devices],
+                    }
+                    for c in checks
+                    if c.fit is Fit.FITS and c.profile is not None
                 },
+                "unfit": {c.name: c.problem for c in checks if c.fit is Fit.UNFIT},
+                "invalid": {c.name: c.problem for c in checks if c.fit is Fit.INVALID},
             }
         )
-        return
-    render.config(out, inventory, sources, resolved)
+    else:
+        render.config(out, inventory, sources, checks)
+    invalid = [c for c in checks if c.fit is Fit.INVALID]
+    for check in invalid:
+        err.print(f"error: {check.problem}", markup=False, highlight=False)
+    if invalid:
+        raise typer.Exit(errors.EXIT_CONFIG)
 
 
 # --- health -------------------------------------------------------------------------------
@@ -194,7 +100,7 @@ def health(
     ] = False,
 ) -> None:
     """Is every host fit to serve? Exit 0 when nothing failed, 1 otherwise."""
-    c = _ctx(ctx)
+    c = context_of(ctx)
     inventory, _ = c.load()
     chosen = c.profile(profile) if profile else None
 
@@ -229,7 +135,7 @@ def up(
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_UP_JSON")] = False,
 ) -> None:
     """Bring a profile to serving: health gate, rpc-servers, llama-server, watchdog, retries."""
-    c = _ctx(ctx)
+    c = context_of(ctx)
     inventory, sources = c.load()
     chosen = c.profile(profile)
     try:
@@ -275,7 +181,7 @@ def up(
 @app.command()
 def down(ctx: typer.Context) -> None:
     """Stop everything clusterctl started, on every host. Safe to repeat."""
-    inventory, _ = _ctx(ctx).load()
+    inventory, _ = context_of(ctx).load()
 
     async def go() -> control.DownReport:
         async with HostPool(inventory.hosts.values()) as pool:
@@ -295,7 +201,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_STATUS_JSON")] = False,
 ) -> None:
     """What runs where: pids, ports, profile, split, uptime and llama-server's health."""
-    inventory, _ = _ctx(ctx).load()
+    inventory, _ = context_of(ctx).load()
 
     async def go() -> tuple[list[control.ComponentStatus], dict[str, str]]:
         async with HostPool(inventory.hosts.values()) as pool:
@@ -321,7 +227,7 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", envvar="CLUSTERCTL_LOGS_LINES")] = 100,
 ) -> None:
     """Print a component's log on a host (and follow it with -f)."""
-    inventory, _ = _ctx(ctx).load()
+    inventory, _ = context_of(ctx).load()
     target = control.check_component(inventory, host, component)
 
     async def go() -> None:
@@ -338,12 +244,23 @@ def logs(
     run_async(go)
 
 
-def run() -> None:
-    """Entry point: one clear line and the documented exit code for every known error."""
-    from cluster.cli import extra, measure, sweep  # noqa: F401  (register their commands)
+# The modules whose commands the command line has besides this one's; importing one
+# registers its commands on ``app``.
+COMMAND_MODULES = (
+    "cluster.cli.measure",
+    "cluster.cli.sweep",
+    "cluster.cli.extra",
+)
 
-    try:
-        app()
-    except ClusterError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(exc.exit_code)
+
+def _main() -> None:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    app()
+
+
+def run() -> None:
+    """Entry point (``clusterctl``, ``python -m cluster``): every command behind the one
+    error boundary, so a user sees one line and a documented exit code, never a traceback
+    (unless ``-v`` asks for an internal error's)."""
+    sys.exit(guarded(_main, lambda: verbosity(invocation.verbose, os.environ)))

@@ -12,24 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from pydantic import BaseModel, ValidationError
 
-from cluster.cli.main import _ctx, app, err, out, print_json, run_async
-from cluster.config.loader import validate
+from cluster.cli.app import app, context_of, err, out, print_json, run_async
+from cluster.cli.progress import BarProgress
+from cluster.config.loader import describe_validation_error, validate
 from cluster.config.models import parse_split
 from cluster.errors import EXIT_CHECK_FAILED, ConfigError
 from cluster.measure.bench import BenchRequest, run_bench
@@ -41,47 +31,7 @@ from cluster.report import tables
 from cluster.store import Run, Store
 from cluster.transport.pool import HostPool
 
-
-class BarProgress:
-    """The jobs' Progress as a rich progress bar on stderr (with an ETA when the total is
-    known); ``say`` lines print above the bar."""
-
-    def __init__(self) -> None:
-        self._bar = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=False,
-        )
-        self._task: TaskID | None = None
-
-    def begin(self, total: int | None, what: str) -> None:
-        if self._task is not None:
-            self._bar.remove_task(self._task)
-        self._task = self._bar.add_task(what, total=total)
-
-    def advance(self, what: str | None = None) -> None:
-        if self._task is not None:
-            self._bar.advance(self._task)
-            if what:
-                self._bar.update(self._task, description=what)
-
-    def describe(self, what: str) -> None:
-        if self._task is not None:
-            self._bar.update(self._task, description=what)
-
-    def say(self, message: str) -> None:
-        self._bar.console.print(message, markup=False, highlight=False)
-
-    @contextmanager
-    def shown(self) -> Iterator[BarProgress]:
-        with self._bar:
-            yield self
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @app.command()
@@ -103,21 +53,22 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_BENCH_JSON")] = False,
 ) -> None:
     """Prompt and generation throughput, TTFT and ITL for one shape and size."""
-    c = _ctx(ctx)
+    c = context_of(ctx)
     inventory, _ = c.load()
     chosen = c.profile(profile)
+    request = _options(
+        BenchRequest,
+        shape=shape,
+        tokens=tokens,
+        gen=gen,
+        repeat=repeat,
+        warmup=warmup,
+        concurrency=concurrency,
+    )
     try:
-        request = BenchRequest(
-            shape=shape,
-            tokens=tokens,
-            gen=gen,
-            repeat=repeat,
-            warmup=warmup,
-            concurrency=concurrency,
-        )
         split_override = parse_split(split) if split is not None else None
     except ValueError as exc:
-        raise ConfigError(str(exc).splitlines()[-1].strip(), key="bench options") from None
+        raise ConfigError(str(exc), key="--split") from None
     progress = BarProgress()
 
     async def go() -> Any:
@@ -162,7 +113,7 @@ def screen(
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_SCREEN_JSON")] = False,
 ) -> None:
     """Run a stability screen: configurations x shapes x targets x attempts."""
-    c = _ctx(ctx)
+    c = context_of(ctx)
     inventory, sources = c.load()
     store = c.store()
     if resume is not None:
@@ -245,20 +196,18 @@ def ceiling(
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_CEILING_JSON")] = False,
 ) -> None:
     """Find the largest prompt of a shape that passes: ladder up, then bisect."""
-    c = _ctx(ctx)
+    c = context_of(ctx)
     inventory, _ = c.load()
     chosen = c.profile(profile)
-    try:
-        request = CeilingRequest(
-            shape=shape,
-            gen=gen,
-            start=start,
-            limit=limit,
-            resolution=resolution,
-            attempts=attempts,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc).splitlines()[-1].strip(), key="ceiling options") from None
+    request = _options(
+        CeilingRequest,
+        shape=shape,
+        gen=gen,
+        start=start,
+        limit=limit,
+        resolution=resolution,
+        attempts=attempts,
+    )
     progress = BarProgress()
 
     async def go() -> Any:
@@ -305,7 +254,7 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_RUNS_JSON")] = False,
 ) -> None:
     """The recorded runs, newest first."""
-    with _ctx(ctx).store() as store:
+    with context_of(ctx).store() as store:
         listed = store.runs(kind=kind, limit=limit)
         counts = {}
         for run in listed:
@@ -341,7 +290,7 @@ def show(
     ] = False,
 ) -> None:
     """One run's results: a table, --json (everything) or --markdown (to publish)."""
-    with _ctx(ctx).store() as store:
+    with context_of(ctx).store() as store:
         run = store.run(run_id)
         if run is None:
             raise ConfigError(f"no run {run_id} in {store.path}", key="RUN")
@@ -356,6 +305,15 @@ def show(
         out.print(tables.results_table(run, results))
         if logs:
             sys.stdout.write(tables.log_tails_text(results))
+
+
+def _options(model: type[ModelT], **options: object) -> ModelT:
+    """A job's request from its command-line options; a bad value names its option."""
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        key, message = describe_validation_error(exc)
+        raise ConfigError(message, key=f"--{key.replace('_', '-')}") from None
 
 
 def _print_results(run: Run | None, results: list[Any], as_json: bool) -> None:

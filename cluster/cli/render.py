@@ -7,7 +7,7 @@ from rich.table import Table
 
 from cluster.config.loader import Sources
 from cluster.config.models import Inventory, Profile, format_split
-from cluster.config.resolve import Device
+from cluster.config.resolve import Fit, ProfileCheck
 from cluster.orchestration.control import ComponentStatus, DownReport
 from cluster.orchestration.health import Check, Level
 from cluster.orchestration.processes import INVALID
@@ -89,7 +89,7 @@ def config(
     console: Console,
     inventory: Inventory,
     sources: Sources,
-    profiles: list[tuple[Profile, list[Device]]],
+    checks: list[ProfileCheck],
 ) -> None:
     console.print(f"config file : {sources.config_file}")
     console.print(f"playbooks   : {sources.playbooks_dir}")
@@ -119,21 +119,40 @@ def config(
             host.run_dir,
         )
     console.print(hosts)
+    fitting = [(c.profile, c) for c in checks if c.fit is Fit.FITS and c.profile is not None]
     table = Table(title="profiles", title_justify="left")
     for column in ("profile", "model", "devices (split)", "ctx", "np", "fa", "dio", "timeouts"):
         table.add_column(column, overflow="fold")
-    for profile, devices in profiles:
-        layout = ", ".join(f"{d.label}@{d.host}={d.proportion:g}" for d in devices)
-        table.add_row(
-            profile.name,
-            profile.model,
-            f"{layout} ({format_split(profile.tensor_split)})",
-            str(profile.ctx_size),
-            str(profile.parallel),
-            profile.flash_attn,
-            "on" if profile.direct_io else "off",
-            f"load {profile.load_timeout_s:g}s stall {profile.stall_timeout_s:g}s "
-            f"x{profile.retries + 1}",
-        )
-    console.print(table)
-    console.print(f"{len(profiles)} profile(s) valid")
+    for profile, check in fitting:
+        table.add_row(*_profile_row(profile, check))
+    if fitting:
+        console.print(table)
+    others = [c for c in checks if c.fit is not Fit.FITS]
+    if others:
+        problems = Table(title="profiles not served by this inventory", title_justify="left")
+        for column in ("profile", "", "why"):
+            problems.add_column(column, overflow="fold")
+        for check in others:
+            word = "does not fit" if check.fit is Fit.UNFIT else "[bold red]invalid[/]"
+            problems.add_row(check.name, word, check.problem)
+        console.print(problems)
+    unfit = sum(1 for c in others if c.fit is Fit.UNFIT)
+    console.print(
+        f"{len(fitting)} profile(s) fit this inventory, {unfit} written for another, "
+        f"{len(others) - unfit} invalid"
+    )
+
+
+def _profile_row(profile: Profile, check: ProfileCheck) -> tuple[str, ...]:
+    layout = ", ".join(f"{d.label}@{d.host}={d.proportion:g}" for d in check.devices)
+    return (
+        profile.name,
+        profile.model,
+        f"{layout} ({format_split(profile.tensor_split)})",
+        str(profile.ctx_size),
+        str(profile.parallel),
+        profile.flash_attn,
+        "on" if profile.direct_io else "off",
+        f"load {profile.load_timeout_s:g}s stall {profile.stall_timeout_s:g}s "
+        f"x{profile.retries + 1}",
+    )

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cluster.cli.main import Context, _ctx, app, err, out, print_json, run_async
-from cluster.cli.measure import BarProgress
+from cluster.cli.app import Context, app, context_of, err, out, print_json, run_async
+from cluster.cli.progress import BarProgress
 from cluster.config.loader import profile_path, validate
 from cluster.config.models import parse_split
 from cluster.errors import EXIT_INTERRUPTED, ConfigError
@@ -56,7 +56,7 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_SWEEP_JSON")] = False,
 ) -> None:
     """Find the best tensor split: load, measure and record each split; resumable."""
-    c = _ctx(ctx)
+    c = context_of(ctx)
     inventory, sources = c.load()
     store = c.store()
     if resume is not None:
@@ -180,17 +180,23 @@ def report(
     ] = False,
 ) -> None:
     """Write a run's report: report.md, report.png, results.json, results.csv."""
-    c = _ctx(ctx)
+    c = context_of(ctx)
     with c.store() as store:
         run = store.run(run_id)
         if run is None:
             raise ConfigError(f"no run {run_id} in {store.path}", key="RUN")
         results, attempts = store.results(run_id), store.attempts(run_id)
         events = store.events(run_id)
-    target = out_dir or Path(f"report-{run_id}")
-    target.mkdir(parents=True, exist_ok=True)
+    target = (out_dir or Path(f"report-{run_id}")).expanduser()
     sanitizer = Sanitizer.for_run(run) if sanitize else None
-    for path in report_files(run, results, attempts, events, target, sanitizer):
+    try:
+        written = report_files(run, results, attempts, events, target, sanitizer)
+    except OSError as exc:
+        where = exc.filename or target
+        raise ConfigError(
+            f"cannot write the report: {exc.strerror or exc}", file=str(where), key="--out"
+        ) from None
+    for path in written:
         out.print(str(path))
     if apply:
         if run.kind != "sweep":
@@ -206,7 +212,7 @@ def compare(
     markdown: Annotated[bool, typer.Option(envvar="CLUSTERCTL_COMPARE_MARKDOWN")] = False,
 ) -> None:
     """Two runs side by side: each point or case, and what differs in their setup."""
-    with _ctx(ctx).store() as store:
+    with context_of(ctx).store() as store:
         loaded = []
         for run_id in (run_a, run_b):
             run = store.run(run_id)

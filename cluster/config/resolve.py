@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
 
+from cluster.config.loader import load_profile
 from cluster.config.models import HostConfig, Inventory, Profile, format_split
 from cluster.errors import ConfigError
 
@@ -55,3 +59,43 @@ def serving_hosts(inventory: Inventory, profile: Profile) -> list[HostConfig]:
     """Every host that takes part in serving the profile: its rpc hosts and the head."""
     names = list(dict.fromkeys([*profile.rpc_hosts, inventory.cluster.head]))
     return [inventory.hosts[name] for name in names]
+
+
+class Fit(Enum):
+    """How a profile relates to the inventory it is checked against."""
+
+    FITS = "fits"
+    # A valid profile written for another cluster (other hosts, another device count).
+    UNFIT = "unfit"
+    # The file itself is wrong: not found, not TOML, an unknown key, a bad value.
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class ProfileCheck:
+    """One profile checked against the inventory; ``problem`` is the one error line."""
+
+    name: str
+    fit: Fit
+    profile: Profile | None = None
+    devices: list[Device] = field(default_factory=list)
+    problem: str = ""
+
+
+def check_profile(inventory: Inventory, playbooks_dir: Path, name: str) -> ProfileCheck:
+    """Load a profile and lay it out on the inventory; a problem is data, not raised."""
+    try:
+        profile = load_profile(playbooks_dir, name)
+    except ConfigError as exc:
+        return ProfileCheck(name, Fit.INVALID, problem=str(exc))
+    try:
+        devices = devices_for(inventory, profile)
+    except ConfigError as exc:
+        return ProfileCheck(name, Fit.UNFIT, profile, problem=str(exc))
+    return ProfileCheck(name, Fit.FITS, profile, devices)
+
+
+def check_profiles(
+    inventory: Inventory, playbooks_dir: Path, names: Iterable[str]
+) -> list[ProfileCheck]:
+    return [check_profile(inventory, playbooks_dir, name) for name in names]

@@ -6,11 +6,10 @@ These run the real ``python -m cluster`` in a subprocess; none needs root or a c
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
-from support import clusterctl
+from support import clusterctl, one_error_line
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -45,14 +44,6 @@ def config(tmp_path: Path) -> dict[str, str]:
         "CLUSTERCTL_CONFIG": str(tmp_path / "hosts.toml"),
         "CLUSTERCTL_STATE_DIR": str(tmp_path / "state"),
     }
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def test_bad_value_exits_2_naming_file_and_key(tmp_path: Path, config: dict[str, str]) -> None:

@@ -1,0 +1,150 @@
+"""What every command module of the command line shares: the typer apps, the two consoles,
+the global options and the per-invocation ``Context``, and the helpers to run a job and
+print JSON.
+
+Command modules (``main``, ``measure``, ``sweep``, ``extra``) import from here and never
+from each other's entry point; ``cluster.cli.main.run`` imports them all once, inside the
+error boundary, so that registering a command can not fail outside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from cluster import errors
+from cluster.config.loader import (
+    Sources,
+    find_config_file,
+    load_inventory,
+    load_profile,
+    resolve_sources,
+)
+from cluster.config.models import Inventory, Profile
+from cluster.logging import configure_logging
+from cluster.store import Store
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Run llama.cpp across a small cluster with its RPC backend.",
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(no_args_is_help=True, help="Check and show the configuration.")
+testbed_app = typer.Typer(
+    no_args_is_help=True, help="A real N-host testbed of network namespaces (root)."
+)
+app.add_typer(config_app, name="config")
+app.add_typer(testbed_app, name="testbed")
+
+# Piped or logged output gets wide tables instead of rich's 80-column default.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+
+
+@dataclass
+class Invocation:
+    """What the error boundary needs to know about this process's command line once the
+    command's own context is gone: how verbose the user asked it to be."""
+
+    verbose: int | None = None
+
+
+# Set by the global options callback; read by ``cluster.cli.main.run``.
+invocation = Invocation()
+
+
+@dataclass
+class Context:
+    """One command's view of the configuration: loaded on first use, then kept."""
+
+    config_flag: Path | None
+    playbooks_flag: Path | None
+    state_dir_flag: Path | None
+    _inventory: Inventory | None = None
+    _sources: Sources | None = None
+
+    def load(self) -> tuple[Inventory, Sources]:
+        if self._inventory is None or self._sources is None:
+            path = find_config_file(self.config_flag, os.environ, Path.cwd(), Path.home())
+            self._inventory = load_inventory(path)
+            self._sources = resolve_sources(
+                self._inventory,
+                path,
+                playbooks_flag=self.playbooks_flag,
+                state_dir_flag=self.state_dir_flag,
+            )
+        return self._inventory, self._sources
+
+    def store(self) -> Store:
+        """The record in the resolved state directory."""
+        _, sources = self.load()
+        return Store(sources.state_dir)
+
+    def profile(self, name: str) -> Profile:
+        _, sources = self.load()
+        return load_profile(sources.playbooks_dir, name)
+
+
+def context_of(ctx: typer.Context) -> Context:
+    """The ``Context`` the global options callback put on typer's context."""
+    assert isinstance(ctx.obj, Context)
+    return ctx.obj
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; Ctrl-C becomes the documented exit code."""
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(errors.EXIT_INTERRUPTED) from None
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-C", envvar="CLUSTERCTL_CONFIG", help="hosts.toml to use."),
+    ] = None,
+    playbooks: Annotated[
+        Path | None,
+        typer.Option(envvar="CLUSTERCTL_PLAYBOOKS", help="Directory of profiles and playbooks."),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="CLUSTERCTL_STATE_DIR", help="Where the record (SQLite) lives."),
+    ] = None,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            envvar="CLUSTERCTL_VERBOSE",
+            help="More logs on stderr (-v, -vv); -v also shows the traceback of an internal error.",
+        ),
+    ] = 0,
+    log_json: Annotated[
+        bool, typer.Option(envvar="CLUSTERCTL_LOG_JSON", help="Logs as JSON lines.")
+    ] = False,
+) -> None:
+    invocation.verbose = verbose
+    configure_logging(verbose, log_json)
+    ctx.obj = Context(config, playbooks, state_dir)
