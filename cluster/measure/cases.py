@@ -30,7 +30,7 @@ from cluster.measure.request import RequestSample, build_payload
 from cluster.measure.serving import RequestLimits, Serving
 from cluster.measure.shapes import PromptBody, PromptKind, get_shape
 from cluster.orchestration.control import LLAMA_SERVER
-from cluster.orchestration.launch import AttemptFailed
+from cluster.orchestration.failures import AttemptFailed
 from cluster.store import Store
 
 # Example of the per-request prefix the calibration counts in: "[r12 c0003 q01 9f2c41d0]".

@@ -27,7 +27,7 @@ from cluster.measure.playbook import ScreenPlaybook, plan
 from cluster.measure.progress import Progress
 from cluster.measure.records import FAIL, PASS, CaseSpec
 from cluster.measure.serving import RequestLimits, Serving
-from cluster.orchestration.launch import AttemptFailed
+from cluster.orchestration.failures import AttemptFailed
 from cluster.store import Store
 from cluster.transport.pool import HostPool
 

@@ -28,17 +28,16 @@ from cluster.config.models import Inventory, Profile
 from cluster.llamacpp.client import LlamaClient
 from cluster.llamacpp.logs import FailureClass, match_signature
 from cluster.measure.request import RequestFailed, RequestSample, stream_completion
-from cluster.orchestration import processes
+from cluster.orchestration import processes, watchdog
 from cluster.orchestration.control import LLAMA_SERVER
-from cluster.orchestration.health import gate
-from cluster.orchestration.launch import (
+from cluster.orchestration.failures import (
     AttemptFailed,
-    Launcher,
-    LaunchResult,
     llama_server_failure,
     rpc_server_failure,
     worker_first,
 )
+from cluster.orchestration.health import gate
+from cluster.orchestration.launch import Launcher, LaunchResult
 from cluster.store import Store
 from cluster.transport.pool import HostPool
 
@@ -185,50 +184,39 @@ class Serving:
     async def log_tails(self) -> dict[str, str]:
         return await self.launcher.log_tails()
 
-    async def _progress_marker(self) -> int:
-        """Grows whenever the head logs something or its link carries traffic."""
-        poll = await processes.poll_log(
-            self.pool[self.head.name], self.head.run_dir, LLAMA_SERVER, 1 << 62
-        )
-        return poll.size + await self.launcher.link_bytes()
-
     async def request(self, payload: Mapping[str, Any], limits: RequestLimits) -> RequestSample:
-        """Stream one completion under the watchdog; raise AttemptFailed when it fails."""
-        last_progress = start = time.monotonic()
-
-        def progressed() -> None:
-            nonlocal last_progress
-            last_progress = time.monotonic()
-
-        task = asyncio.create_task(
-            stream_completion(self.client.http, payload, on_progress=progressed)
+        """Stream one completion under the progress watchdog (``orchestration.watchdog``,
+        the same one a load runs under: tokens, log growth or link traffic are progress);
+        raise AttemptFailed when it fails."""
+        bounds = watchdog.Limits(limits.stall_s, limits.total_s)
+        dog: watchdog.Watchdog[RequestSample] = watchdog.Watchdog(
+            bounds, self.launcher.progress_sample
         )
-        marker = await self._progress_marker()
+        task = asyncio.create_task(
+            stream_completion(self.client.http, payload, on_progress=dog.chunk)
+        )
+
+        async def step() -> RequestSample | None:
+            if task.done():
+                return await self._outcome(task)
+            dead = await self.failure()
+            if dead is not None:
+                raise dead
+            return None
+
         try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=POLL_S)
-                if task in done:
-                    return await self._outcome(task)
-                now = time.monotonic()
-                new_marker = await self._progress_marker()
-                if new_marker != marker:
-                    marker, last_progress = new_marker, now
-                dead = await self.failure()
-                if dead is not None:
-                    raise dead
-                if now - last_progress > limits.stall_s:
-                    raise AttemptFailed(
-                        FailureClass.HANG,
-                        f"no tokens, log output or link traffic for {now - last_progress:.1f}s "
-                        f"(stall limit {limits.stall_s:g}s)",
-                        LLAMA_SERVER,
-                    )
-                if now - start > limits.total_s:
-                    raise AttemptFailed(
-                        FailureClass.TIMEOUT,
-                        f"request took over {limits.total_s:g}s",
-                        LLAMA_SERVER,
-                    )
+            return await dog.watch(step, POLL_S)
+        except watchdog.Expired as expired:
+            if expired.kind is watchdog.Expiry.TIMEOUT:
+                raise AttemptFailed(
+                    FailureClass.TIMEOUT, f"request took over {limits.total_s:g}s", LLAMA_SERVER
+                ) from None
+            raise AttemptFailed(
+                FailureClass.HANG,
+                f"no tokens, log output or link traffic for {expired.seconds:.1f}s "
+                f"(stall limit {limits.stall_s:g}s)",
+                LLAMA_SERVER,
+            ) from None
         finally:
             if not task.done():
                 task.cancel()

@@ -31,12 +31,20 @@ from cluster.config.models import HostConfig, Inventory, Profile, format_split
 from cluster.config.resolve import Device, devices_for, serving_hosts
 from cluster.errors import ClusterError, ConfigError, LaunchError
 from cluster.llamacpp import commands
-from cluster.llamacpp.capabilities import parse_rpc_banner
 from cluster.llamacpp.client import LlamaClient
-from cluster.llamacpp.logs import Classification, FailureClass, LoadProgress, classify
-from cluster.orchestration import processes
+from cluster.llamacpp.logs import FailureClass, LoadProgress, classify
+from cluster.orchestration import processes, watchdog
 from cluster.orchestration.control import LLAMA_SERVER, RPC_SERVER, stop_components
 from cluster.orchestration.discovery import HostBuild, detect_builds
+from cluster.orchestration.failures import (
+    AttemptFailed,
+    banner_protocol,
+    evidence,
+    llama_server_failure,
+    rpc_server_failure,
+    signal_of,
+    worker_first,
+)
 from cluster.store import Store
 from cluster.transport.pool import HostPool
 
@@ -44,24 +52,12 @@ log = structlog.get_logger(__name__)
 
 POLL_S = 0.5
 RPC_START_TIMEOUT_S = 30.0
-# Link traffic below this per poll is chatter (keepalives, zero-window probes), not load.
-LINK_PROGRESS_BYTES = 64 * 1024
 NOT_RETRYABLE = {
     FailureClass.VERSION_MISMATCH,
     FailureClass.MODEL_MISSING,
     FailureClass.PORT_IN_USE,
     FailureClass.ALLOC_FAILURE,
 }
-
-
-class AttemptFailed(Exception):
-    """One attempt ended without serving; carries the classified cause."""
-
-    def __init__(self, failure: FailureClass, evidence: str, component: str = "") -> None:
-        super().__init__(f"{failure.value}: {evidence}")
-        self.failure = failure
-        self.evidence = evidence
-        self.component = component
 
 
 @dataclass
@@ -126,13 +122,13 @@ class Launcher:
             poll = await processes.poll_log(transport, host.run_dir, RPC_SERVER, 0)
             progress_text = poll.new_text
             if not poll.alive:
-                verdict = classify(poll.exit_status, _signal_of(poll.exit_status), poll.new_text)
+                verdict = classify(poll.exit_status, signal_of(poll.exit_status), poll.new_text)
                 raise AttemptFailed(
                     verdict.cls,
-                    f"rpc-server on {host.name} exited: {_evidence(verdict)}",
+                    f"rpc-server on {host.name} exited: {evidence(verdict)}",
                     RPC_SERVER,
                 )
-            protocol = _banner_protocol(poll.new_text)
+            protocol = banner_protocol(poll.new_text)
             if protocol is not None:
                 self.builds.setdefault(host.name, {})["rpc_protocol"] = protocol
             if (protocol is not None or not build.line_buffer) and await self._listening(host):
@@ -193,28 +189,28 @@ class Launcher:
         result = await self.pool[self.head.name].run(_link_counter_argv(self.head.link_interface))
         return sum(int(value) for value in result.stdout.split() if value.isdigit())
 
+    async def progress_sample(self) -> watchdog.Sample:
+        """One progress sample on the head: llama-server's log size and the link's bytes."""
+        log_path = f"{self.head.run_dir}/{LLAMA_SERVER}.log"
+        argv = watchdog.sample_command(log_path, self.head.link_interface)
+        return watchdog.parse_sample((await self.pool[self.head.name].run(argv)).stdout)
+
     async def _watch_load(self, client: LlamaClient) -> float:
         """Wait until /health is 200; raise AttemptFailed on hang, timeout or crash."""
         profile = self.profile
         head = self.head
-        start = last_progress = time.monotonic()
         offset = 0
         progress = LoadProgress()
-        link_seen = await self.link_bytes()
-        while True:
-            await asyncio.sleep(POLL_S)
-            now = time.monotonic()
-            poll = await processes.poll_log(
-                self.pool[head.name], head.run_dir, LLAMA_SERVER, offset
-            )
+        limits = watchdog.Limits(profile.stall_timeout_s, profile.load_timeout_s)
+        dog: watchdog.Watchdog[float] = watchdog.Watchdog(limits, self.progress_sample)
+
+        async def step() -> float | None:
+            nonlocal offset
+            transport = self.pool[head.name]
+            poll = await processes.poll_log(transport, head.run_dir, LLAMA_SERVER, offset)
             if poll.new_text:
                 offset += len(poll.new_text.encode())
                 progress.feed(poll.new_text)
-                last_progress = now
-            link_now = await self.link_bytes()
-            if link_now - link_seen >= LINK_PROGRESS_BYTES:
-                last_progress = now
-            link_seen = link_now
             if not poll.alive:
                 dead = await llama_server_failure(self.pool, head)
                 if dead is not None:
@@ -222,26 +218,29 @@ class Launcher:
             fatal = progress.fatal
             if fatal is not None:
                 raise AttemptFailed(
-                    fatal.cls, f"llama-server logged: {_evidence(fatal)}", LLAMA_SERVER
+                    fatal.cls, f"llama-server logged: {evidence(fatal)}", LLAMA_SERVER
                 )
             await self._check_rpc_alive()
-            health = await client.health()
-            if health.ready:
-                return now - start
-            if now - last_progress > profile.stall_timeout_s:
-                stage = progress.phase.value if progress.progress_marks else "before any log output"
-                verdict = classify(None, None, "", hung=True)
-                raise AttemptFailed(
-                    verdict.cls,
-                    f"no load progress for {now - last_progress:.1f}s (stall timeout "
-                    f"{profile.stall_timeout_s:g}s), last stage: {stage}",
-                    LLAMA_SERVER,
-                )
-            if now - start > profile.load_timeout_s:
+            if (await client.health()).ready:
+                return dog.now() - dog.clock.start
+            return None
+
+        try:
+            return await dog.watch(step, POLL_S)
+        except watchdog.Expired as expired:
+            if expired.kind is watchdog.Expiry.TIMEOUT:
                 verdict = classify(None, None, "", timed_out=True)
                 raise AttemptFailed(
                     verdict.cls, f"load took over {profile.load_timeout_s:g}s", LLAMA_SERVER
-                )
+                ) from None
+            stage = progress.phase.value if progress.progress_marks else "before any log output"
+            verdict = classify(None, None, "", hung=True)
+            raise AttemptFailed(
+                verdict.cls,
+                f"no load progress for {expired.seconds:.1f}s (stall timeout "
+                f"{profile.stall_timeout_s:g}s), last stage: {stage}",
+                LLAMA_SERVER,
+            ) from None
 
     async def _check_rpc_alive(self) -> None:
         failure = await rpc_server_failure(self.pool, self.rpc_hosts)
@@ -424,79 +423,3 @@ class Launcher:
         raise LaunchError(
             f"{profile.name} did not come up: {failures[-1]}{survived} (run {run_id})"
         )
-
-
-async def rpc_server_failure(pool: HostPool, rpc_hosts: list[HostConfig]) -> AttemptFailed | None:
-    """The first rpc-server that is no longer running, classified; None when all run.
-
-    Its own log names a specific cause (an allocation failure, a GPU fault); otherwise a
-    worker that went away is a transport drop from the head's point of view.
-    """
-    for host in rpc_hosts:
-        poll = await processes.poll_log(pool[host.name], host.run_dir, RPC_SERVER, 1 << 62)
-        if poll.alive:
-            continue
-        tail = await processes.log_tail(pool[host.name], host.run_dir, RPC_SERVER)
-        verdict = classify(poll.exit_status, _signal_of(poll.exit_status), tail)
-        generic = verdict.cls in (FailureClass.UNKNOWN, FailureClass.SIGNAL, FailureClass.NONE)
-        return AttemptFailed(
-            FailureClass.TRANSPORT_DROP if generic else verdict.cls,
-            f"rpc-server on {host.name} exited ({poll.exit_status}): {_evidence(verdict)}",
-            RPC_SERVER,
-        )
-    return None
-
-
-async def llama_server_failure(pool: HostPool, head: HostConfig) -> AttemptFailed | None:
-    """llama-server on the head, classified from its exit and log tail, if it is gone."""
-    poll = await processes.poll_log(pool[head.name], head.run_dir, LLAMA_SERVER, 1 << 62)
-    if poll.alive:
-        return None
-    tail = await processes.log_tail(pool[head.name], head.run_dir, LLAMA_SERVER)
-    verdict = classify(poll.exit_status, _signal_of(poll.exit_status), tail)
-    return AttemptFailed(
-        verdict.cls,
-        f"llama-server exited ({poll.exit_status}): {_evidence(verdict)}",
-        LLAMA_SERVER,
-    )
-
-
-# What llama-server says when a worker it was using went away mid-load or mid-request:
-# it may be sending (a transport drop) or opening a new connection (connect refused).
-_WORKER_GONE = {
-    FailureClass.RPC_CONNECT,
-    FailureClass.RPC_HANDSHAKE,
-    FailureClass.TRANSPORT_DROP,
-    FailureClass.SIGNAL,
-    FailureClass.UNKNOWN,
-}
-
-
-async def worker_first(
-    pool: HostPool, rpc_hosts: list[HostConfig], server: AttemptFailed
-) -> AttemptFailed:
-    """llama-server's failure, unless an rpc-server it used has died: then that is the
-    cause (a connect refused by a dead worker is a transport drop, not a setup problem)."""
-    if server.failure not in _WORKER_GONE:
-        return server
-    worker = await rpc_server_failure(pool, rpc_hosts)
-    if worker is None:
-        return server
-    return AttemptFailed(
-        worker.failure, f"{worker.evidence}; then {server.evidence}", worker.component
-    )
-
-
-def _evidence(verdict: Classification) -> str:
-    return verdict.evidence_line or verdict.cls.value
-
-
-def _banner_protocol(text: str) -> str | None:
-    try:
-        return parse_rpc_banner(text).protocol_version
-    except ValueError:
-        return None
-
-
-def _signal_of(exit_status: int | None) -> int | None:
-    return exit_status - 128 if exit_status is not None and exit_status > 128 else None

@@ -1,0 +1,207 @@
+"""One progress watchdog for loads and for requests: the same notion of progress for both.
+
+Progress is any of:
+
+- the head's llama-server log grew (load lines, progress dots, request lines);
+- the head's link interface carried ``LINK_PROGRESS_BYTES`` more since the last progress
+  (weights streaming to the workers, activations during a request); the trickle of TCP
+  keep-alives and zero-window probes of a hung transfer never adds up to that;
+- a streamed request received a chunk (``ProgressClock.chunk``).
+
+No progress for ``stall_s`` is a stall, and longer than ``total_s`` overall is a timeout.
+Everything else (a component that exited, a fatal line in a live log, ``/health`` turning
+200) is the caller's ``step``, which runs on its own, slower cadence.
+
+Why a separate sampler: the progress sample (one command on the head printing the log's
+size and the link counters) runs every ``SAMPLE_S`` on its own, and a change is dated when
+the sample that saw it came back, so the progress clock never lags the link by more than
+one sample. The slower checks of ``step`` (a poll of every component, ``/health``) cannot
+delay it, and the stall is judged every ``CHECK_S``: a stall is reported within
+``SAMPLE_S + CHECK_S`` plus one sample's round trip of the stall timeout.
+
+``ProgressClock`` is pure and the runner takes its clock and sleep as arguments, so the
+decisions are unit-tested with a fake clock (tests/unit/test_watchdog.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+LINK_PROGRESS_BYTES = 64 * 1024
+SAMPLE_S = 0.25
+CHECK_S = 0.1
+
+# Prints the log's size (or -) then the link's rx and tx byte counters (or nothing).
+SAMPLE_SCRIPT = r"""
+stat -c %s -- "$1" 2>/dev/null || echo -
+cat "/sys/class/net/$2/statistics/rx_bytes" "/sys/class/net/$2/statistics/tx_bytes" 2>/dev/null
+exit 0
+"""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What one progress sample saw: the log's size and the link's byte count."""
+
+    log_size: int | None
+    link_bytes: int | None
+
+
+def sample_command(log_path: str, interface: str) -> list[str]:
+    return ["sh", "-c", SAMPLE_SCRIPT, "clusterctl", log_path, interface]
+
+
+def parse_sample(stdout: str) -> Sample:
+    """SAMPLE_SCRIPT's output; a field it could not read is None."""
+    lines = stdout.split()
+    log_size = int(lines[0]) if lines and re.fullmatch(r"[0-9]+", lines[0]) else None
+    counters = [int(x) for x in lines[1:3] if re.fullmatch(r"[0-9]+", x)]
+    return Sample(log_size, sum(counters) if len(counters) == 2 else None)
+
+
+class ProgressClock:
+    """When progress was last seen; fed samples and chunks with the time they came."""
+
+    def __init__(self, start: float, link_threshold: int = LINK_PROGRESS_BYTES) -> None:
+        self.start = start
+        self.last_progress = start
+        self.link_threshold = link_threshold
+        self._log_size: int | None = None
+        self._link_mark: int | None = None
+
+    def _moved(self, at: float) -> None:
+        self.last_progress = max(self.last_progress, at)
+
+    def sample(self, at: float, sample: Sample) -> bool:
+        """Take one sample seen at ``at``; True when it shows progress."""
+        moved = False
+        if sample.log_size is not None:
+            if self._log_size is not None and sample.log_size > self._log_size:
+                moved = True
+            self._log_size = sample.log_size  # a smaller size is a new log: a new baseline
+        if sample.link_bytes is not None:
+            if self._link_mark is None or sample.link_bytes < self._link_mark:
+                self._link_mark = sample.link_bytes
+            elif sample.link_bytes - self._link_mark >= self.link_threshold:
+                self._link_mark = sample.link_bytes
+                moved = True
+        if moved:
+            self._moved(at)
+        return moved
+
+    def chunk(self, at: float) -> None:
+        """A streamed request received data."""
+        self._moved(at)
+
+    def stalled_for(self, now: float) -> float:
+        return now - self.last_progress
+
+
+@dataclass(frozen=True)
+class Limits:
+    stall_s: float
+    total_s: float
+
+
+class Expiry(StrEnum):
+    STALL = "stall"
+    TIMEOUT = "timeout"
+
+
+class Expired(Exception):
+    """The watchdog fired: no progress for the stall limit, or the total limit passed."""
+
+    def __init__(self, kind: Expiry, seconds: float, limit: float) -> None:
+        super().__init__(f"{kind.value} after {seconds:.1f}s (limit {limit:g}s)")
+        self.kind = kind
+        self.seconds = seconds
+        self.limit = limit
+
+
+def judge(clock: ProgressClock, now: float, limits: Limits) -> Expired | None:
+    """The verdict at ``now``: a stall first (it names the cause), then the total time."""
+    stalled = clock.stalled_for(now)
+    if stalled > limits.stall_s:
+        return Expired(Expiry.STALL, stalled, limits.stall_s)
+    if now - clock.start > limits.total_s:
+        return Expired(Expiry.TIMEOUT, now - clock.start, limits.total_s)
+    return None
+
+
+class Watchdog(Generic[T]):
+    """Runs a caller's ``step`` until it returns a result, under the progress watchdog.
+
+    ``sample`` reads one ``Sample`` (from the head); ``step`` is called every ``step_s`` and
+    returns None to go on, a result to finish, or raises (a crash, a fatal log line), which
+    ends the watch with that exception. ``Expired`` ends it on a stall or a timeout.
+    Every task it starts is cancelled and awaited before ``watch`` returns or raises.
+    """
+
+    def __init__(
+        self,
+        limits: Limits,
+        sample: Callable[[], Awaitable[Sample]],
+        *,
+        now: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sample_s: float = SAMPLE_S,
+        check_s: float = CHECK_S,
+    ) -> None:
+        self.limits = limits
+        self.now = now
+        self.clock = ProgressClock(now())
+        self._sample = sample
+        self._sleep = sleep
+        self.sample_s = sample_s
+        self.check_s = check_s
+
+    def chunk(self) -> None:
+        self.clock.chunk(self.now())
+
+    async def _sampler(self) -> None:
+        while True:
+            sample = await self._sample()
+            self.clock.sample(self.now(), sample)
+            await self._sleep(self.sample_s)
+
+    async def _stepper(self, step: Callable[[], Awaitable[T | None]], step_s: float) -> T:
+        while True:
+            result = await step()
+            if result is not None:
+                return result
+            await self._sleep(step_s)
+
+    async def _checker(self) -> None:
+        while True:
+            expired = judge(self.clock, self.now(), self.limits)
+            if expired is not None:
+                raise expired
+            await self._sleep(self.check_s)
+
+    async def watch(self, step: Callable[[], Awaitable[T | None]], step_s: float = 0.5) -> T:
+        stepper = asyncio.ensure_future(self._stepper(step, step_s))
+        guards = (asyncio.ensure_future(self._checker()), asyncio.ensure_future(self._sampler()))
+        try:
+            await asyncio.wait((stepper, *guards), return_when=asyncio.FIRST_COMPLETED)
+            if stepper.done():
+                return stepper.result()  # its result, or what it raised
+            # The checker (Expired) or the sampler (the head stopped answering) ended it.
+            for guard in guards:
+                if guard.done():
+                    guard.result()
+            raise AssertionError("a watchdog task ended without a result")  # pragma: no cover
+        finally:
+            for task in (stepper, *guards):
+                task.cancel()
+            for task in (stepper, *guards):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task

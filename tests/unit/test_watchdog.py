@@ -1,0 +1,200 @@
+"""The progress watchdog's decisions, on a fake clock: stalls, trickle, timeouts, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+from cluster.orchestration.watchdog import (
+    CHECK_S,
+    LINK_PROGRESS_BYTES,
+    SAMPLE_S,
+    Expired,
+    Expiry,
+    Limits,
+    ProgressClock,
+    Sample,
+    Watchdog,
+    parse_sample,
+)
+
+T = TypeVar("T")
+
+
+class FakeTime:
+    """Virtual time: ``sleep`` waits for the driver, which jumps to the next wake-up once
+    every task is waiting."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.t + seconds, next(self._order), future))
+        await future
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        async def drive() -> T:
+            task = asyncio.ensure_future(coro)
+            while not task.done():
+                for _ in range(50):
+                    await asyncio.sleep(0)
+                if task.done():
+                    break
+                wake, _, future = heapq.heappop(self._sleepers)
+                self.t = max(self.t, wake)
+                if not future.cancelled():
+                    future.set_result(None)
+            return task.result()
+
+        return asyncio.run(drive())
+
+
+def link_source(time: FakeTime, rate: Callable[[float], float]) -> Callable[[], Awaitable[Sample]]:
+    """A head whose link carries ``rate(t)`` bytes per second, sampled like the real one."""
+    state = {"bytes": 0.0, "t": 0.0}
+
+    async def sample() -> Sample:
+        now = time.now()
+        state["bytes"] += rate(state["t"]) * (now - state["t"])
+        state["t"] = now
+        return Sample(log_size=100, link_bytes=int(state["bytes"]))
+
+    return sample
+
+
+def never_done() -> Callable[[], Awaitable[None]]:
+    async def step() -> None:
+        return None
+
+    return step
+
+
+def test_a_stall_is_reported_within_one_second_of_the_stall_timeout() -> None:
+    time = FakeTime()
+    stop = 10.0
+    sample = link_source(time, lambda t: 50e6 if t < stop else 0.0)
+    dog: Watchdog[None] = Watchdog(Limits(5, 900), sample, now=time.now, sleep=time.sleep)
+    with pytest.raises(Expired) as raised:
+        time.run(dog.watch(never_done()))
+    assert raised.value.kind is Expiry.STALL
+    detected = time.t
+    assert stop + 5 < detected <= stop + 5 + SAMPLE_S + CHECK_S + 0.01
+    assert detected - stop < 5 + 1
+
+
+def test_keep_alive_trickle_is_not_progress() -> None:
+    time = FakeTime()
+    # 200 bytes a second after the transfer stops: keep-alives, zero-window probes.
+    sample = link_source(time, lambda t: 50e6 if t < 10 else 200.0)
+    dog: Watchdog[None] = Watchdog(Limits(5, 900), sample, now=time.now, sleep=time.sleep)
+    with pytest.raises(Expired) as raised:
+        time.run(dog.watch(never_done()))
+    assert raised.value.kind is Expiry.STALL and time.t < 16
+
+
+def test_a_slow_but_real_transfer_is_progress_until_the_total_limit() -> None:
+    time = FakeTime()
+    # 64 KiB every 2 s: under the threshold per sample, over it per stall window.
+    sample = link_source(time, lambda t: LINK_PROGRESS_BYTES / 2)
+    dog: Watchdog[None] = Watchdog(Limits(5, 30), sample, now=time.now, sleep=time.sleep)
+    with pytest.raises(Expired) as raised:
+        time.run(dog.watch(never_done()))
+    assert raised.value.kind is Expiry.TIMEOUT
+    assert 30 < time.t <= 30 + CHECK_S + 0.01
+
+
+def test_log_growth_is_progress() -> None:
+    time = FakeTime()
+
+    async def sample() -> Sample:  # no link traffic; the log grows until t = 8
+        return Sample(log_size=int(min(time.t, 8.0) * 100), link_bytes=0)
+
+    dog: Watchdog[None] = Watchdog(Limits(3, 900), sample, now=time.now, sleep=time.sleep)
+    with pytest.raises(Expired) as raised:
+        time.run(dog.watch(never_done()))
+    assert raised.value.kind is Expiry.STALL and 11 < time.t <= 11.4
+
+
+def test_the_step_result_ends_the_watch_and_its_tasks() -> None:
+    time = FakeTime()
+    calls = []
+
+    async def step() -> str | None:
+        calls.append(time.t)
+        return "ready" if time.t >= 3 else None
+
+    dog: Watchdog[str] = Watchdog(
+        Limits(5, 900), link_source(time, lambda t: 1e6), now=time.now, sleep=time.sleep
+    )
+
+    async def watch_then_look() -> tuple[str, set[str]]:
+        result = await dog.watch(step, step_s=0.5)
+        return result, {t.get_coro().__name__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
+
+    result, running = time.run(watch_then_look())
+    assert result == "ready" and calls[-1] == 3.0
+    assert not running & {"_sampler", "_checker", "_stepper"}  # none left behind
+
+
+class Crashed(Exception):
+    pass
+
+
+def test_a_crash_seen_by_the_step_ends_the_watch_with_it() -> None:
+    time = FakeTime()
+
+    async def step() -> None:
+        if time.t >= 2:
+            raise Crashed("llama-server exited (134)")
+
+    dog: Watchdog[None] = Watchdog(
+        Limits(5, 900), link_source(time, lambda t: 0.0), now=time.now, sleep=time.sleep
+    )
+    with pytest.raises(Crashed):
+        time.run(dog.watch(step))
+    assert time.t == 2.0
+
+
+def test_stream_chunks_are_progress() -> None:
+    time = FakeTime()
+    dog: Watchdog[None] = Watchdog(
+        Limits(2, 900), link_source(time, lambda t: 0.0), now=time.now, sleep=time.sleep
+    )
+
+    async def step() -> None:
+        if time.t < 6:
+            dog.chunk()  # tokens arrive until t = 6
+
+    with pytest.raises(Expired):
+        time.run(dog.watch(step, step_s=0.5))
+    assert 5.5 + 2 < time.t <= 5.5 + 2 + CHECK_S + 0.01  # the last chunk came at t = 5.5
+
+
+def test_progress_clock_rules() -> None:
+    clock = ProgressClock(0.0)
+    assert not clock.sample(1.0, Sample(100, 1000))  # first sample: a baseline only
+    assert not clock.sample(2.0, Sample(100, 1000 + LINK_PROGRESS_BYTES - 1))
+    assert clock.sample(3.0, Sample(100, 1000 + LINK_PROGRESS_BYTES))
+    assert clock.last_progress == 3.0
+    assert not clock.sample(4.0, Sample(50, None))  # a new, shorter log: new baseline
+    assert clock.sample(5.0, Sample(51, None))
+    clock.chunk(4.5)  # an older chunk never moves the clock back
+    assert clock.last_progress == 5.0 and clock.stalled_for(7.0) == 2.0
+
+
+def test_parse_sample() -> None:
+    assert parse_sample("1234\n10\n20\n") == Sample(1234, 30)
+    assert parse_sample("-\n10\n20\n") == Sample(None, 30)
+    assert parse_sample("77\n") == Sample(77, None)
+    assert parse_sample("") == Sample(None, None)
