@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -225,3 +227,39 @@ def build_record(tag: str, protocol: str = "3.0.0", rpc_binary: str = "rpc-serve
 def build_short(tag: str) -> str:
     """The short digest ``build_record(tag)`` is shown by."""
     return str(build_record(tag)["digest"])[:12]
+
+
+FAKE_CMAKE = """cmake_minimum_required(VERSION 3.16)
+project(fake C)
+foreach(tool llama-server ggml-rpc-server llama-bench)
+  add_executable(${tool} main.c)
+  target_compile_definitions(${tool} PRIVATE TOOL="${tool}" COMMIT="${LLAMA_BUILD_COMMIT}")
+  set_target_properties(${tool} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+endforeach()
+"""
+# __FILE__ puts the source path into the binary, as llama.cpp's asserts do.
+FAKE_MAIN = """#include <stdio.h>
+int main(void) { printf("version: 0 (%s) %s %s\\n", COMMIT, TOOL, __FILE__); return 0; }
+"""
+
+
+def fake_sdist(folder: Path, version: str, extra: str = "") -> Path:
+    """An sdist laid out like llama-cpp-python's (vendored tree, the submodule's git
+    record, a dangling .git pointer) whose "llama.cpp" builds in seconds."""
+    top = f"llama_cpp_python-{version}"
+    files = {
+        f"{top}/vendor/llama.cpp/CMakeLists.txt": FAKE_CMAKE,
+        f"{top}/vendor/llama.cpp/main.c": FAKE_MAIN + extra,
+        f"{top}/vendor/llama.cpp/.git": "gitdir: ../../.git/modules/vendor/llama.cpp\n",
+        f"{top}/.git/modules/vendor/llama.cpp/HEAD": "0123456789abcdef0123456789abcdef01234567\n",
+        f"{top}/README.md": "not part of the build\n",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / f"{top}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive

@@ -15,7 +15,6 @@ cores; a cached one costs a hash of the sdist.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,12 +35,7 @@ def cache_root() -> Path:
 
 
 def build_root(recipe: Recipe | Generation) -> Path:
-    recipe = _recipe(recipe)
-    name = recipe.generation.sdist_version
-    if recipe.backend != "cpu" or recipe.extra_options:
-        options = hashlib.sha256("\0".join(recipe.extra_options).encode()).hexdigest()[:8]
-        name = f"{name}-{recipe.backend}-{options}"
-    return cache_root() / "llama.cpp" / name
+    return cache_root() / "llama.cpp" / _recipe(recipe).cache_name
 
 
 def bin_dir(recipe: Recipe | Generation) -> Path:

@@ -14,6 +14,7 @@ to a fixed prefix, so the files (and their digests) do not depend on where the c
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,16 @@ class Recipe:
     generation: Generation
     backend: Backend = "cpu"
     extra_options: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def cache_name(self) -> str:
+        """The folder of this build in a cache: ``0.3.36``, or ``0.3.36-hip-1a2b3c4d`` for
+        another backend or extra options (so builds of one sdist never overwrite another)."""
+        name = self.generation.sdist_version
+        if self.backend != "cpu" or self.extra_options:
+            options = hashlib.sha256("\0".join(self.extra_options).encode()).hexdigest()[:8]
+            name = f"{name}-{self.backend}-{options}"
+        return name
 
     def configure_argv(self, source: Path, build: Path, commit: str) -> list[str]:
         """``cmake -S ... -B ...`` for this recipe; ``commit`` is the sdist's llama.cpp commit."""

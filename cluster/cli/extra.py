@@ -124,8 +124,8 @@ def testbed_up(
     ] = None,
 ) -> None:
     """Create network-namespace hosts with sshd, a rate-limited link, and a hosts.toml."""
+    from cluster.builds.local import GENERATIONS, ensure_build
     from cluster.testbed.bed import TestbedSpec, create
-    from cluster.testbed.builds import GENERATIONS, ensure_build
     from cluster.testbed.models import TINY, cached_model
 
     say = lambda message: err.print(message)  # noqa: E731

@@ -250,6 +250,7 @@ COMMAND_MODULES = (
     "cluster.cli.measure",
     "cluster.cli.sweep",
     "cluster.cli.extra",
+    "cluster.cli.provision",
 )
 
 

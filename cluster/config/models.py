@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from cluster.config.build import BuildConfig
+
 # A name we are willing to put on a command line or in a file name unquoted.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -163,6 +165,8 @@ class Inventory(StrictModel):
 
     cluster: ClusterSection
     controller: ControllerConfig = ControllerConfig()
+    # The one llama.cpp build every host runs (``clusterctl provision``).
+    build: BuildConfig = BuildConfig()
     hosts: dict[Name, HostConfig]
 
     @model_validator(mode="before")
