@@ -8,7 +8,6 @@ import typer
 
 from cluster import errors
 from cluster.cli.app import app, context_of, err, out, print_json
-from cluster.errors import ConfigError
 from cluster.provision.run import Outcome, ProvisionReport, provision
 
 
@@ -50,13 +49,9 @@ def provision_command(
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_PROVISION_JSON")] = False,
 ) -> None:
     """One llama.cpp build ([build] in hosts.toml) on every host: build once, copy, verify."""
-    inventory, sources = context_of(ctx).load()
+    inventory, _ = context_of(ctx).load()
     config = inventory.build
-    build_host = config.build_host or inventory.cluster.head
-    if build_host not in inventory.hosts:
-        raise ConfigError(
-            f"{build_host!r} is not a host", file=str(sources.config_file), key="build.build_host"
-        )
+    build_host = config.build_host or inventory.cluster.head  # checked by the loader
     report = provision(
         inventory,
         config.recipe(),

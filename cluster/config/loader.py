@@ -127,13 +127,19 @@ def load_inventory(path: Path) -> Inventory:
 
 
 def check_inventory(inventory: Inventory, source: str) -> None:
-    """Checks across hosts: the head exists, no two hosts share a link endpoint."""
+    """Checks across hosts: the head and the build host exist, no two hosts share a link
+    endpoint."""
+    known = ", ".join(sorted(inventory.hosts)) or "none"
     if inventory.cluster.head not in inventory.hosts:
-        known = ", ".join(sorted(inventory.hosts)) or "none"
         raise ConfigError(
             f"{inventory.cluster.head!r} is not a host (hosts: {known})",
             file=source,
             key="cluster.head",
+        )
+    builder = inventory.build.build_host
+    if builder is not None and builder not in inventory.hosts:
+        raise ConfigError(
+            f"{builder!r} is not a host (hosts: {known})", file=source, key="build.build_host"
         )
     seen: dict[str, str] = {}
     for host in inventory.hosts.values():

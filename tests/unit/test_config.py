@@ -268,3 +268,18 @@ def test_api_key_comes_from_the_named_variable_and_stays_secret(tmp_path: Path) 
     secret = profile.api_key({"MY_KEY": "hunter2"})
     assert secret is not None and secret.get_secret_value() == "hunter2"
     assert "hunter2" not in repr(secret)
+
+
+def test_the_build_table_is_checked(tmp_path: Path) -> None:
+    base = (Path(__file__).resolve().parents[2] / "hosts.example.toml").read_text()
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text(base.replace('# build_host = "evo"', 'build_host = "nope"'))
+    with pytest.raises(ConfigError, match=r"build.build_host: 'nope' is not a host"):
+        load_inventory(hosts)
+    hosts.write_text(base.replace('"-DAMDGPU_TARGETS=gfx1151"', '"; rm -rf /"'))
+    with pytest.raises(ConfigError, match=r"build.cmake_options: .* is not a CMake option"):
+        load_inventory(hosts)
+    hosts.write_text(base)
+    build = load_inventory(hosts).build
+    assert build.backend == "hip" and build.cmake_options == ["-DAMDGPU_TARGETS=gfx1151"]
+    assert build.recipe().cache_name.startswith("0.3.36-hip-")
