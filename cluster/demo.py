@@ -12,7 +12,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from cluster.builds.local import GENERATIONS, ensure_build
+from cluster.builds.local import GENERATIONS, cache_root, ensure_build
 from cluster.config.loader import load_inventory, load_profile
 from cluster.config.models import Inventory, Profile
 from cluster.testbed.models import TINY, cached_model
@@ -43,7 +43,9 @@ def prepare(say: Callable[[str], None]) -> tuple[Inventory, Profile]:
         for name, host in inventory.hosts.items()
     }
     inventory = inventory.model_copy(update={"hosts": hosts})
-    model = Path.home() / profile.model
+    # The embedded profile names a model under the default cache; follow CLUSTERCTL_CACHE.
+    model = cache_root() / "demo" / Path(profile.model).name
+    profile = profile.model_copy(update={"model": str(model)})
     if not model.is_file():
         model.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cached_model(TINY)[0], model)
