@@ -156,7 +156,12 @@ def up(
             )
             if not skip_health:
                 err.print(f"health gate for {chosen.name}...")
-                await gate(pool, inventory, chosen, show=lambda checks: render.health(err, checks))
+                await gate(
+                    pool,
+                    inventory,
+                    chosen,
+                    show=lambda checks: render.health(err, checks, problems_only=True),
+                )
             return await launcher.up()
 
     result = run_async(go)

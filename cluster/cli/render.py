@@ -15,18 +15,30 @@ from cluster.orchestration.processes import INVALID
 _STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "bold red"}
 
 
-def health(console: Console, checks: list[Check]) -> None:
+def health(console: Console, checks: list[Check], *, problems_only: bool = False) -> None:
+    """The checks as a table and a count of each level. With ``problems_only`` (the health
+    gate in front of ``up``) the ok rows are left out of the table, and the count says so,
+    so the summary always counts every check that ran."""
+    shown = [c for c in checks if c.level is not Level.OK] if problems_only else checks
     table = Table(title="health", title_justify="left")
     for column in ("host", "check", "", "value", "detail"):
         table.add_column(column, overflow="fold")
-    for check in checks:
+    for check in shown:
         style = _STYLE[check.level]
         table.add_row(
             check.host, check.name, f"[{style}]{check.level.value}[/]", check.value, check.detail
         )
     console.print(table)
+    console.print(health_summary(checks, problems_only=problems_only))
+
+
+def health_summary(checks: list[Check], *, problems_only: bool = False) -> str:
+    """``19 ok, 1 warn, 2 fail``, with ``(19 ok not shown)`` when the ok rows were left out."""
     counts = {level: sum(1 for c in checks if c.level is level) for level in Level}
-    console.print(f"{counts[Level.OK]} ok, {counts[Level.WARN]} warn, {counts[Level.FAIL]} fail")
+    line = f"{counts[Level.OK]} ok, {counts[Level.WARN]} warn, {counts[Level.FAIL]} fail"
+    if problems_only and counts[Level.OK]:
+        line += f" ({counts[Level.OK]} ok not shown)"
+    return line
 
 
 def status(console: Console, rows: list[ComponentStatus], unreachable: dict[str, str]) -> None:
@@ -70,7 +82,11 @@ def _state_word(row: ComponentStatus) -> str:
 
 
 # What down says it did, where the outcome's own word is not clear enough.
-_DOWN_WORDS = {"invalid": "invalid pid file removed", "stale": "stale pid file removed"}
+_DOWN_WORDS = {
+    "invalid": "invalid pid file removed",
+    "stale": "stale pid file removed",
+    "killed-inside": "stopped by its port (it had outlived its container wrapper)",
+}
 
 
 def down(console: Console, report: DownReport) -> None:

@@ -341,11 +341,12 @@ async def gate(
 ) -> None:
     """The health gate in front of a launch: raise LaunchError naming every failed check.
 
-    ``show`` gets the checks that are not ok (warnings too) before the error is raised.
+    ``show`` gets every check (the CLI shows those that are not ok, and counts the rest)
+    before the error is raised.
     """
     checks = await run_health(pool, inventory, profile, measure_throughput=False)
     if failed(checks):
-        show([check for check in checks if check.level is not Level.OK])
+        show(checks)
         problems = "; ".join(
             f"{check.host}: {check.name}: {check.detail}"
             for check in checks

@@ -130,3 +130,16 @@ def test_logs_rejects_unknown_host_and_component(config: dict[str, str]) -> None
     assert host.returncode == 2 and "no host named 'zz'" in one_error_line(host)
     component = clusterctl("logs", "a", "sshd", env=config)
     assert component.returncode == 2 and "no component named 'sshd'" in one_error_line(component)
+
+
+def test_the_health_gate_of_up_counts_the_ok_checks_it_does_not_show(
+    config: dict[str, str],
+) -> None:
+    result = clusterctl("up", "p", env=config)
+    assert result.returncode == 5
+    summary = [line for line in result.stderr.splitlines() if " ok, " in line]
+    assert len(summary) == 1, result.stderr
+    ok = int(summary[0].split()[0])
+    assert ok > 0 and summary[0].endswith(f"({ok} ok not shown)")
+    # The ok rows themselves are not in the table: the hosts' ssh checks are ok here.
+    assert "local connection and a command" not in result.stderr
