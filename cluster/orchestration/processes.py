@@ -56,13 +56,20 @@ ourstate() {
   esac
 }
 ours() { [ "$(ourstate "$1" "$2")" != dead ]; }
+# Spawn and stop of components on one host exclude each other: one lock per run directory,
+# held on fd 9 for the rest of the script (a component never inherits it: see SPAWN).
+lockdir() {
+  mkdir -p -- "$1" || exit 75
+  exec 9>"$1/.clusterctl.lock" || exit 75
+  flock -w 120 9 || { echo "$1 is locked by another clusterctl for over 120 s" >&2; exit 75; }
+}
 """
 
 SPAWN_SCRIPT = (
     _FUNCTIONS
     + r"""
 dir=$1; name=$2; shift 2
-mkdir -p -- "$dir"
+lockdir "$dir"
 pidf="$dir/$name.pid"; logf="$dir/$name.log"; metaf="$dir/$name.json"
 if [ -f "$pidf" ] && readpid "$pidf" && ours "$pid" "$st"; then
   echo "$name already runs as pid $pid" >&2; exit 17
@@ -74,41 +81,73 @@ cat > "$metaf"
 # The leader shell waits for the component and writes its exit status; its TERM trap is
 # not inherited across exec, so the component still gets the default action.
 setsid sh -c 'trap : TERM INT HUP; "$@"; echo $? > "$0"' "$dir/$name.exit" "$@" \
-  < /dev/null >> "$logf" 2>&1 &
+  < /dev/null >> "$logf" 2>&1 9>&- &
 pid=$!
-echo "$pid $(starttime "$pid")" > "$pidf"
+# Written whole or not at all: a reader never sees half a pid file.
+echo "$pid $(starttime "$pid")" > "$pidf.new" && mv -f -- "$pidf.new" "$pidf"
 echo "$pid"
 """
 )
 
 # Exit 0 with one word: absent, invalid, stale, terminated, killed; exit 3 with
-# "survived PID".
+# "survived PID". Under the host's lock, so a spawn cannot slip in between reading the pid
+# file and removing it; the files are removed only while the pid file still names the
+# process this stop read (its owner). After the process group is gone, the component's
+# port (from its metadata) must be free: a server that a container prefix started in a
+# session of its own (podman exec, toolbox run) outlives its wrapper, and is stopped by
+# the pid that listens there, if that process started after the wrapper (so it is ours).
 STOP_SCRIPT = (
     _FUNCTIONS
     + r"""
 dir=$1; name=$2; grace=$3
-pidf="$dir/$name.pid"
+pidf="$dir/$name.pid"; metaf="$dir/$name.json"
 [ -f "$pidf" ] || { echo absent; exit 0; }
+lockdir "$dir"
+[ -f "$pidf" ] || { echo absent; exit 0; }
+forget() {
+  [ "$(cat -- "$pidf" 2>/dev/null)" = "$1" ] && rm -f -- "$pidf" "$metaf" "$dir/$name.exit"
+}
 if ! readpid "$pidf"; then
-  rm -f -- "$pidf" "$dir/$name.json" "$dir/$name.exit"; echo invalid; exit 0
+  forget "$(cat -- "$pidf" 2>/dev/null)"; echo invalid; exit 0
 fi
-if ! ours "$pid" "$st"; then
-  rm -f -- "$pidf" "$dir/$name.json" "$dir/$name.exit"; echo stale; exit 0
-fi
-kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
-# A stopped process (SIGSTOP, a hang we injected) only acts on TERM once continued.
-kill -CONT "-$pid" 2>/dev/null || kill -CONT "$pid" 2>/dev/null
-ticks=$((grace * 10)); i=0
-while ours "$pid" "$st" && [ "$i" -lt "$ticks" ]; do sleep 0.1; i=$((i + 1)); done
-word=terminated
+record="$pid $st"
+port=$(sed -n 's/.*"port": *\([0-9][0-9]*\).*/\1/p' "$metaf" 2>/dev/null | head -n 1)
+# Pids listening on the port that started no earlier than the wrapper: ours.
+listeners() {
+  [ -n "$port" ] || return 0
+  pids=$(ss -Htlnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2)
+  for p in $(echo "$pids" | sort -u); do
+    [ "$(starttime "$p")" -ge "$st" ] 2>/dev/null && echo "$p"
+  done
+}
+word=stale
 if ours "$pid" "$st"; then
-  kill -KILL "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
-  i=0
-  while ours "$pid" "$st" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-  if ours "$pid" "$st"; then echo "survived $pid"; exit 3; fi
-  word=killed
+  kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+  # A stopped process (SIGSTOP, a hang we injected) only acts on TERM once continued.
+  kill -CONT "-$pid" 2>/dev/null || kill -CONT "$pid" 2>/dev/null
+  ticks=$((grace * 10)); i=0
+  while ours "$pid" "$st" && [ "$i" -lt "$ticks" ]; do sleep 0.1; i=$((i + 1)); done
+  word=terminated
+  if ours "$pid" "$st"; then
+    kill -KILL "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+    i=0
+    while ours "$pid" "$st" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    if ours "$pid" "$st"; then echo "survived $pid"; exit 3; fi
+    word=killed
+  fi
 fi
-rm -f -- "$pidf" "$dir/$name.json" "$dir/$name.exit"
+left=$(listeners)
+if [ -n "$left" ]; then
+  kill -TERM $left 2>/dev/null; kill -CONT $left 2>/dev/null
+  i=0
+  while [ -n "$(listeners)" ] && [ "$i" -lt "$((grace * 10))" ]; do sleep 0.1; i=$((i + 1)); done
+  left=$(listeners)
+  [ -z "$left" ] || { kill -KILL $left 2>/dev/null; sleep 0.5; }
+  left=$(listeners)
+  if [ -n "$left" ]; then echo "survived $(echo $left | cut -d' ' -f1)"; exit 3; fi
+  word=killed-inside
+fi
+forget "$record"
 echo "$word"
 """
 )
