@@ -99,6 +99,9 @@ class HostConfig(StrictModel):
     local_devices: int = Field(default=0, ge=0)
     rpc_threads: int | None = Field(default=None, ge=1)
     memory_budget_gib: float | None = Field(default=None, gt=0)
+    # Peak memory bandwidth of each of this host's devices in GB/s (decimal, as quoted:
+    # Strix Halo 256, H200 4800). Unset: reports say the peak is unknown, never a guess.
+    memory_bandwidth_gbs: float | None = Field(default=None, gt=0)
     # Where pid files and logs live on the host; relative paths are under the login home.
     run_dir: str = ".local/state/clusterctl"
     # The rpc-server tensor cache ($LLAMA_CACHE); default is llama.cpp's own.

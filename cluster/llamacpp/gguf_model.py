@@ -27,6 +27,10 @@ from cluster.llamacpp.gguf_header import (
 )
 
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.")
+# Routed experts (ffn_gate_exps, ffn_up_exps, ffn_down_exps, ffn_gate_up_exps and their
+# biases); a shared expert (``_shexp``) and the router (``ffn_gate_inp``) are not.
+_EXPERTS_RE = re.compile(r"^blk\.\d+\.ffn_\w*_exps\.")
+_TOKEN_EMBD = "token_embd.weight"  # noqa: S105 - a tensor name, not a password
 _OUTPUT_TENSORS = ("output.weight", "output.bias", "output_norm.weight", "output_norm.bias")
 
 
@@ -40,6 +44,12 @@ class ModelInfo:
     goes to a device when it is offloaded. When the model has no ``output.weight``
     (tied embeddings) llama.cpp loads ``token_embd`` a second time as the output, and
     ``output_bytes`` counts that copy (``tied_output``).
+
+    A mixture-of-experts model has ``expert_count`` routed experts per MoE layer, of which
+    ``expert_used_count`` work on each token; ``layer_expert_bytes[i]`` is the part of
+    ``layer_bytes[i]`` held by layer i's routed experts (0 in a dense layer). The token
+    embedding is ``token_embd_bytes`` in ``token_embd_rows`` rows, one per vocabulary
+    entry (a token reads only its own row).
     """
 
     architecture: str
@@ -61,6 +71,11 @@ class ModelInfo:
     total_bytes: int  # sum of the tensors stored in the files
     tied_output: bool = False
     layer_kv_heads: list[int] = field(default_factory=list)  # per layer; GQA may vary
+    layer_expert_bytes: list[int] = field(default_factory=list)  # per layer; empty: dense
+    expert_count: int = 0
+    expert_used_count: int = 0
+    token_embd_bytes: int = 0
+    token_embd_rows: int = 0
 
     @property
     def file_bytes(self) -> int:
@@ -68,6 +83,18 @@ class ModelInfo:
 
     def kv_heads(self, layer: int) -> int:
         return self.layer_kv_heads[layer] if self.layer_kv_heads else self.n_head_kv
+
+    def expert_bytes(self, layer: int) -> int:
+        return self.layer_expert_bytes[layer] if self.layer_expert_bytes else 0
+
+    @property
+    def is_moe(self) -> bool:
+        return self.expert_count > 0 and any(self.layer_expert_bytes)
+
+    @property
+    def token_embd_row_bytes(self) -> int:
+        """Bytes of one row of the token embedding (0 when the model has none)."""
+        return self.token_embd_bytes // self.token_embd_rows if self.token_embd_rows else 0
 
 
 @dataclass(frozen=True)
@@ -79,6 +106,7 @@ class _Shard:
     meta: dict[str, Any]
     tensors: dict[str, int]
     n_vocab_tokens: int | None
+    embd_rows: int | None = None  # rows of token_embd.weight, when this shard holds it
 
 
 def _read_shard(path: Path, display: str) -> _Shard:
@@ -95,12 +123,20 @@ def _read_shard(path: Path, display: str) -> _Shard:
             elif fld.types[-1] != gguf.GGUFValueType.STRING and len(fld.data) <= 4096:
                 meta[key] = fld.contents()  # per-layer arrays (head counts, ...)
         tensors = {t.name: int(t.n_bytes) for t in reader.tensors}
+        embd_rows = next(
+            (
+                int(t.n_elements) // max(int(t.shape[0]), 1)
+                for t in reader.tensors
+                if t.name == _TOKEN_EMBD
+            ),
+            None,
+        )
         size = int(reader.data.shape[0])
     except (ValueError, KeyError, IndexError, TypeError, struct.error) as exc:
         raise ModelFileError(f"{display}: unreadable GGUF ({exc})") from exc
     except OSError as exc:
         raise ModelFileError(f"{display}: cannot read ({exc.strerror or exc})") from exc
-    return _Shard(name=display, size=size, meta=meta, tensors=tensors, n_vocab_tokens=n_tokens)
+    return _Shard(display, size, meta, tensors, n_tokens, embd_rows)
 
 
 def _int_key(meta: dict[str, Any], key: str, name: str, default: int | None = None) -> int:
@@ -154,18 +190,22 @@ def _combine(shards: list[_Shard]) -> ModelInfo:
     head_dim_v = _int_key(meta, f"{arch}.attention.value_length", first.name, head_default)
 
     layer_bytes = [0] * n_layer
+    expert_bytes = [0] * n_layer
     input_bytes = output_bytes = 0
     for tname, nbytes in tensors.items():
         layer = _LAYER_RE.match(tname)
         if layer is not None and int(layer[1]) < n_layer:
             layer_bytes[int(layer[1])] += nbytes
+            if _EXPERTS_RE.match(tname):
+                expert_bytes[int(layer[1])] += nbytes
         elif tname in _OUTPUT_TENSORS:
             output_bytes += nbytes
         else:
             input_bytes += nbytes
-    tied = "output.weight" not in tensors and "token_embd.weight" in tensors
+    tied = "output.weight" not in tensors and _TOKEN_EMBD in tensors
     if tied:
-        output_bytes += tensors["token_embd.weight"]
+        output_bytes += tensors[_TOKEN_EMBD]
+    embd_rows = next((s.embd_rows for s in shards if s.embd_rows is not None), 0)
     n_vocab = first.n_vocab_tokens or _int_key(meta, f"{arch}.vocab_size", first.name, 0)
     name = meta.get("general.name")
     return ModelInfo(
@@ -188,6 +228,11 @@ def _combine(shards: list[_Shard]) -> ModelInfo:
         total_bytes=sum(tensors.values()),
         tied_output=tied,
         layer_kv_heads=layer_kv_heads,
+        layer_expert_bytes=expert_bytes if any(expert_bytes) else [],
+        expert_count=_int_key(meta, f"{arch}.expert_count", first.name, 0),
+        expert_used_count=_int_key(meta, f"{arch}.expert_used_count", first.name, 0),
+        token_embd_bytes=tensors.get(_TOKEN_EMBD, 0),
+        token_embd_rows=embd_rows,
     )
 
 

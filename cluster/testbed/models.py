@@ -91,6 +91,10 @@ class TinyModelSpec:
     dtype: Literal["f16", "f32"] = "f16"
     seed: int = 0
     shards: int = 1
+    # A mixture of experts (llama.cpp's llama architecture as Mixtral uses it): every
+    # layer's feed-forward is ``n_expert`` routed experts, ``n_expert_used`` per token.
+    n_expert: int = 0
+    n_expert_used: int = 0
 
     def __post_init__(self) -> None:
         if self.n_layer < 1 or self.n_embd < 1 or self.n_ff < 1 or self.shards < 1:
@@ -107,23 +111,36 @@ class TinyModelSpec:
             raise ValueError(f"{self.name}: the head size must be even for RoPE")
         if self.dtype not in ("f16", "f32"):
             raise ValueError(f"{self.name}: dtype must be 'f16' or 'f32', not {self.dtype!r}")
+        if (self.n_expert, self.n_expert_used) != (0, 0) and not (
+            0 < self.n_expert_used <= self.n_expert
+        ):
+            raise ValueError(
+                f"{self.name}: n_expert_used {self.n_expert_used} must be between 1 and "
+                f"n_expert {self.n_expert}"
+            )
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
     def n_tensors(self) -> int:
-        """Tensors in the file: embeddings, output norm and output, nine per layer."""
-        return 3 + 9 * self.n_layer
+        """Tensors in the file: embeddings, output norm and output, nine per dense layer
+        (ten per MoE layer: the router and three expert tensors replace the feed-forward)."""
+        return 3 + (10 if self.n_expert else 9) * self.n_layer
 
     def cache_key(self) -> str:
         """A stable short digest of the spec and the generator version."""
-        blob = json.dumps({"v": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        if not self.n_expert:  # dense specs keep the keys they had before MoE existed
+            del fields["n_expert"], fields["n_expert_used"]
+        blob = json.dumps({"v": GENERATOR_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 # Loads in milliseconds; the default for functional tests.
 TINY = TinyModelSpec(name="tiny-llama")
+# A mixture of experts: 8 experts per layer, 2 used per token.
+TINY_MOE = TinyModelSpec(name="tiny-moe", n_expert=8, n_expert_used=2, seed=2)
 # About 300 MB of f32 weights: loading it over a link limited to 1 Gbit/s takes a few
 # seconds, long enough to stop a load mid-transfer.
 LOADABLE_SLOW = TinyModelSpec(
@@ -231,6 +248,12 @@ def _tensors(spec: TinyModelSpec, vocab: Vocab) -> list[tuple[str, npt.NDArray[A
     embd = weight(n_vocab, n_embd)
     embd[:, 0] = _BIAS_CHANNEL
     out: list[tuple[str, npt.NDArray[Any]]] = [("token_embd.weight", embd.astype(wtype))]
+    def experts(*shape: int, writes_channel_0: bool = True) -> npt.NDArray[Any]:
+        w = weight(spec.n_expert, *shape)
+        if not writes_channel_0:
+            w[:, 0, :] = 0.0
+        return w.astype(wtype)
+
     for i in range(spec.n_layer):
         out += [
             (f"blk.{i}.attn_norm.weight", norm()),
@@ -239,6 +262,20 @@ def _tensors(spec: TinyModelSpec, vocab: Vocab) -> list[tuple[str, npt.NDArray[A
             (f"blk.{i}.attn_v.weight", matrix(kv_dim, n_embd)),
             (f"blk.{i}.attn_output.weight", matrix(n_embd, q_dim, writes_channel_0=False)),
             (f"blk.{i}.ffn_norm.weight", norm()),
+        ]
+        if spec.n_expert:
+            out += [
+                # The router stays f32, as llama.cpp's converters write it.
+                (f"blk.{i}.ffn_gate_inp.weight", weight(spec.n_expert, n_embd)),
+                (f"blk.{i}.ffn_gate_exps.weight", experts(spec.n_ff, n_embd)),
+                (f"blk.{i}.ffn_up_exps.weight", experts(spec.n_ff, n_embd)),
+                (
+                    f"blk.{i}.ffn_down_exps.weight",
+                    experts(n_embd, spec.n_ff, writes_channel_0=False),
+                ),
+            ]
+            continue
+        out += [
             (f"blk.{i}.ffn_gate.weight", matrix(spec.n_ff, n_embd)),
             (f"blk.{i}.ffn_up.weight", matrix(spec.n_ff, n_embd)),
             (f"blk.{i}.ffn_down.weight", matrix(n_embd, spec.n_ff, writes_channel_0=False)),
@@ -273,6 +310,9 @@ def write_model(spec: TinyModelSpec, path: Path) -> list[Path]:
         writer.add_feed_forward_length(spec.n_ff)
         writer.add_head_count(spec.n_head)
         writer.add_head_count_kv(spec.n_head_kv)
+        if spec.n_expert:
+            writer.add_expert_count(spec.n_expert)
+            writer.add_expert_used_count(spec.n_expert_used)
         writer.add_layer_norm_rms_eps(1e-5)
         writer.add_rope_dimension_count(spec.head_dim)
         writer.add_rope_freq_base(10000.0)

@@ -146,7 +146,15 @@ def test_vocab_has_controls_bytes_and_word_prefixes() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"n_embd": 100, "n_head": 3}, {"n_head": 4, "n_head_kv": 3}, {"shards": 0}, {"dtype": "q4"}],
+    [
+        {"n_embd": 100, "n_head": 3},
+        {"n_head": 4, "n_head_kv": 3},
+        {"shards": 0},
+        {"dtype": "q4"},
+        {"n_expert": 4, "n_expert_used": 0},
+        {"n_expert": 2, "n_expert_used": 3},
+        {"n_expert_used": 1},
+    ],
 )
 def test_spec_rejects_impossible_shapes(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
