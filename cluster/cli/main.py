@@ -26,6 +26,7 @@ from cluster.cli.boundary import guarded, verbosity
 from cluster.config.models import parse_split
 from cluster.errors import ConfigError
 from cluster.orchestration import control
+from cluster.orchestration.endpoint import served_endpoint
 from cluster.orchestration.health import failed, gate, run_health
 from cluster.orchestration.launch import Launcher
 from cluster.store import Store
@@ -165,20 +166,24 @@ def up(
             return await launcher.up()
 
     result = run_async(go)
+    reach = served_endpoint(inventory, chosen)
     if as_json:
-        print_json(vars(result))
+        print_json(
+            {
+                **vars(result),
+                "endpoint": reach.url,
+                "bound": result.endpoint,
+                "access": reach.access.value,
+                "tunnel": reach.tunnel_command,
+            }
+        )
     else:
         err.print(
             f"serving {chosen.name} (split {result.split}) after {result.attempts} attempt(s), "
             f"load {result.load_seconds:.1f}s; run {result.run_id}"
         )
-        out.print(result.endpoint)
-        if chosen.bind_host in ("127.0.0.1", "localhost") and inventory.head.transport == "ssh":
-            target = inventory.head.ssh_target or inventory.head.name
-            err.print(
-                f"llama-server listens on the head's loopback; reach it with: "
-                f"ssh -L {chosen.port}:127.0.0.1:{chosen.port} {target}"
-            )
+        out.print(reach.url, markup=False, highlight=False)
+        err.print(reach.explain(), markup=False, highlight=False)
     for survivor in result.survivors:
         err.print(f"warning: a process survived SIGTERM and SIGKILL: {survivor}")
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -176,6 +179,39 @@ def test_version_mismatch_is_not_retried(cluster: Cluster, tiny_model: Path) -> 
     assert "version_mismatch" in result.stderr and "not retrying" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: tiny did not come up")
     assert llama_processes(cluster.bed) == []
+
+
+def test_the_printed_tunnel_command_reaches_llama_server_from_the_controller(
+    cluster: Cluster, tiny_model: Path
+) -> None:
+    """llama-server binds the head's loopback; the command up prints, run as printed on the
+    controller, makes the printed endpoint answer here."""
+    cluster.write_profile("tiny", tiny_model)
+    result = cluster.run("up", "tiny")
+    assert result.returncode == 0, result.stderr
+    endpoint = result.stdout.strip()
+    marker = "through an ssh tunnel; start it first: "
+    [line] = [line for line in result.stderr.splitlines() if marker in line]
+    assert line.startswith(f"{endpoint} is the head's loopback")
+    argv = shlex.split(line.split(marker, 1)[1])
+    evo = cluster.bed.host("evo")
+    assert argv[-1] == f"root@{evo.mgmt_address}" and "-i" in argv
+    tunnel = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert tunnel.poll() is None, tunnel.communicate()[1]
+            try:
+                with urllib.request.urlopen(endpoint + "/health", timeout=5) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the tunnel never answered"
+                time.sleep(0.2)
+    finally:
+        tunnel.terminate()
+        tunnel.communicate(timeout=10)
+    assert_down_leaves_nothing(cluster)
 
 
 def test_health_gate_stops_up(cluster: Cluster, tiny_model: Path) -> None:
