@@ -163,13 +163,23 @@ def _apply(c: Context, run: Run) -> None:
     err.print(f"wrote split {best['split']} to {path}")
 
 
+def default_report_dir(c: Context, run_id: int) -> Path:
+    """Where ``report RUN`` writes without ``--out``: beside the record it is made from."""
+    _, sources = c.load()
+    return sources.state_dir / "reports" / f"report-{run_id}"
+
+
 @app.command()
 def report(
     ctx: typer.Context,
     run_id: Annotated[int, typer.Argument(metavar="RUN", help="A run id from `runs`.")],
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", envvar="CLUSTERCTL_REPORT_OUT", help="Default: report-RUN/."),
+        typer.Option(
+            "--out",
+            envvar="CLUSTERCTL_REPORT_OUT",
+            help="Default: reports/report-RUN/ in the state directory.",
+        ),
     ] = None,
     sanitize: Annotated[
         bool,
@@ -179,7 +189,11 @@ def report(
         bool, typer.Option(envvar="CLUSTERCTL_REPORT_APPLY", help="Write the best split back.")
     ] = False,
 ) -> None:
-    """Write a run's report: report.md, report.png, results.json, results.csv."""
+    """Write a run's report: report.md, report.png, results.json, results.csv.
+
+    They go to ``--out``, or by default to ``reports/report-RUN/`` in the state directory
+    (never into whatever directory the command runs in); stderr says where.
+    """
     c = context_of(ctx)
     with c.store() as store:
         run = store.run(run_id)
@@ -187,7 +201,7 @@ def report(
             raise ConfigError(f"no run {run_id} in {store.path}", key="RUN")
         results, attempts = store.results(run_id), store.attempts(run_id)
         events = store.events(run_id)
-    target = (out_dir or Path(f"report-{run_id}")).expanduser()
+    target = (out_dir or default_report_dir(c, run_id)).expanduser()
     sanitizer = Sanitizer.for_run(run) if sanitize else None
     try:
         written = report_files(run, results, attempts, events, target, sanitizer)
@@ -197,7 +211,8 @@ def report(
             f"cannot write the report: {exc.strerror or exc}", file=str(where), key="--out"
         ) from None
     for path in written:
-        out.print(str(path))
+        out.print(str(path), markup=False, highlight=False)
+    err.print(f"report of run {run_id} written to {target}", markup=False, highlight=False)
     if apply:
         if run.kind != "sweep":
             raise ConfigError(f"run {run_id} is a {run.kind}, not a sweep", key="--apply")

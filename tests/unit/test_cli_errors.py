@@ -349,6 +349,25 @@ def test_a_report_folder_that_cannot_be_made(setup: Setup) -> None:
     )
 
 
+def test_a_report_goes_under_the_state_directory_unless_out_says(setup: Setup) -> None:
+    with Store(setup.state) as store:
+        run_id = store.start_run("bench", "p", {})
+    result = run(setup, "report", str(run_id))
+    assert result.returncode == 0, result.stderr
+    folder = setup.state / "reports" / f"report-{run_id}"
+    assert sorted(p.name for p in folder.iterdir()) == ["report.md", "results.csv", "results.json"]
+    written = [str(folder / name) for name in ("report.md", "results.json", "results.csv")]
+    assert result.stdout.splitlines() == written
+    assert result.stderr.strip() == f"report of run {run_id} written to {folder}"
+    # Nothing in the directory the command ran in.
+    assert not list(setup.root.glob("report-*"))
+    chosen = setup.root / "chosen"
+    again = run(setup, "report", str(run_id), "--out", str(chosen))
+    assert again.returncode == 0, again.stderr
+    assert (chosen / "report.md").is_file()
+    assert again.stderr.strip() == f"report of run {run_id} written to {chosen}"
+
+
 # --- pid files that are empty, truncated or garbage ---------------------------------------
 
 BAD_PID_FILES = {
