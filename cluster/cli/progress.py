@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,7 +24,7 @@ class BarProgress:
     """The jobs' Progress as a rich progress bar on stderr (with an ETA when the total is
     known); ``say`` lines print above the bar."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console = err) -> None:
         self._bar = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -32,15 +33,17 @@ class BarProgress:
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            console=err,
+            console=console,
             transient=False,
         )
         self._task: TaskID | None = None
 
-    def begin(self, total: int | None, what: str) -> None:
+    def begin(self, total: int | None, what: str, done: int = 0) -> None:
+        """A new bar of ``total`` steps (None: unknown) with ``done`` of them finished before
+        it started; the ETA comes from the steps advanced from here on."""
         if self._task is not None:
             self._bar.remove_task(self._task)
-        self._task = self._bar.add_task(what, total=total)
+        self._task = self._bar.add_task(what, total=total, completed=done)
 
     def advance(self, what: str | None = None) -> None:
         if self._task is not None:

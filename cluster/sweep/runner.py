@@ -136,7 +136,9 @@ class Sweep:
             recorded = self._recorded = {r.key: r for r in self.store.results(run_id)}
             if recorded:
                 self.progress.say(f"resuming run {run_id}: {len(recorded)} point(s) recorded")
-            self.progress.begin(planned, f"sweep {book.name}")
+            # Points recorded before a resume count: a resumed bar ends at planned/planned.
+            done = min(len(recorded), planned) if planned is not None else len(recorded)
+            self.progress.begin(planned, f"sweep {book.name}", done=done)
             if book.prune:
                 self._memory, why = await memory_model(self.pool, self.inventory, self.profile)
                 if self._memory is None:

@@ -152,6 +152,8 @@ def test_killed_controller_resumes_with_every_point_once(
     resumed = cluster.run("sweep", "--resume", str(run_id))
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming run {run_id}: {len(before)} point(s) recorded" in resumed.stderr
+    # The bar counts the points recorded before the resume: it ends at 5/5.
+    assert f"{len(SPLITS)}/{len(SPLITS)}" in resumed.stderr
     after = results(cluster, run_id)
     keys = [r["key"] for r in after]
     assert sorted(keys) == sorted(f"split={s}" for s in SPLITS)
