@@ -10,7 +10,8 @@ exit with the documented code, and retries (tenacity) can target our own types::
     ├── RemoteCommandError            a command ran and failed on a host (exit 4)
     ├── LaunchError                   the cluster did not come up after all retries (exit 5)
     ├── HTTPError                     llama-server did not answer as expected (exit 6)
-    └── StoreError                    the record (state directory, SQLite) is unusable (exit 7)
+    ├── StoreError                    the record (state directory, SQLite) is unusable (exit 7)
+    └── ClusterBusy                   another controller holds the cluster's lease (exit 8)
 
 Third-party exceptions (asyncssh, OSError, httpx, sqlite3) are mapped to these at the
 boundary where they are raised (``raise Mapped(msg) from exc``), never further up.
@@ -30,6 +31,7 @@ EXIT_REMOTE = 4
 EXIT_LAUNCH = 5
 EXIT_HTTP = 6
 EXIT_STORE = 7
+EXIT_BUSY = 8
 # An exception that is not a ClusterError: a bug (sysexits.h's EX_SOFTWARE).
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -103,3 +105,10 @@ class StoreError(ClusterError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+
+
+class ClusterBusy(ClusterError):
+    """Another controller holds the cluster's lease (``orchestration.lease``): the message
+    names the holder (host, pid, command, since)."""
+
+    exit_code = EXIT_BUSY

@@ -10,10 +10,12 @@ error boundary, so that registering a command can not fail outside it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -30,8 +32,11 @@ from cluster.config.loader import (
     resolve_sources,
 )
 from cluster.config.models import Inventory, Profile
+from cluster.errors import ClusterBusy
 from cluster.logging import configure_logging
-from cluster.store import Store
+from cluster.orchestration import lease
+from cluster.store import Run, Store
+from cluster.transport.pool import HostPool
 
 T = TypeVar("T")
 
@@ -110,6 +115,48 @@ def run_async(make: Callable[[], Awaitable[T]]) -> T:
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(errors.EXIT_INTERRUPTED) from None
+
+
+def held(
+    pool: HostPool, inventory: Inventory, *, take_from_jobs: bool = False
+) -> contextlib.AbstractAsyncContextManager[lease.Holder]:
+    """The cluster's lease, held for this command (``orchestration.lease``): a second
+    mutating command refuses at once naming the holder; ``down`` asks a running job to
+    stop instead (``take_from_jobs``)."""
+    return lease.hold(
+        pool,
+        inventory,
+        " ".join(["clusterctl", *sys.argv[1:]])[:200],
+        say=lambda message: err.print(message, markup=False, highlight=False),
+        take_from_jobs=take_from_jobs,
+    )
+
+
+@contextlib.asynccontextmanager
+async def mutating(
+    inventory: Inventory, *, take_from_jobs: bool = False
+) -> AsyncIterator[HostPool]:
+    """The hosts, with the cluster's lease held (``held``) while the body runs."""
+    async with (
+        HostPool(inventory.hosts.values()) as pool,
+        held(pool, inventory, take_from_jobs=take_from_jobs),
+    ):
+        yield pool
+
+
+def refuse_if_running(run: Run) -> None:
+    """``--resume RUN`` of a run that a live controller on this machine is still running
+    is refused (another machine's controller is kept out by the cluster's lease)."""
+    if (
+        run.status == "running"
+        and run.controller_host == socket.gethostname()
+        and run.controller_pid is not None
+        and not run.stale
+    ):
+        raise ClusterBusy(
+            f"run {run.id} is still being run by pid {run.controller_pid} on "
+            f"{run.controller_host}; stop it (Ctrl-C there, or `clusterctl down`) to resume it"
+        )
 
 
 def print_json(data: object) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cluster.cli import render
-from cluster.cli.app import app, err, out, run_async, testbed_app
+from cluster.cli.app import app, err, mutating, out, run_async, testbed_app
 from cluster.config.loader import resolve_sources
 from cluster.config.models import format_split
 from cluster.errors import EXIT_CHECK_FAILED, ClusterError
@@ -43,7 +43,7 @@ def demo(
     screen_book, screen_path = load_screen(playbooks, demo_mod.DEMO_SCREEN)
 
     async def go() -> int:
-        async with HostPool(inventory.hosts.values()) as pool:
+        async with mutating(inventory) as pool:
             err.print("[bold]1. health[/]")
             checks = await run_health(pool, inventory, profile, measure_throughput=False)
             render.health(out, checks)

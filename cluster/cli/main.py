@@ -21,7 +21,17 @@ import typer
 
 from cluster import errors
 from cluster.cli import render
-from cluster.cli.app import app, config_app, context_of, err, invocation, out, print_json, run_async
+from cluster.cli.app import (
+    app,
+    config_app,
+    context_of,
+    err,
+    invocation,
+    mutating,
+    out,
+    print_json,
+    run_async,
+)
 from cluster.cli.boundary import guarded, verbosity
 from cluster.config.models import parse_split
 from cluster.errors import ConfigError
@@ -145,7 +155,7 @@ def up(
         raise ConfigError(str(exc), key="--split") from None
 
     async def go() -> Any:
-        async with HostPool(inventory.hosts.values()) as pool:
+        async with mutating(inventory) as pool:
             launcher = Launcher(
                 inventory,
                 chosen,
@@ -194,7 +204,7 @@ def down(ctx: typer.Context) -> None:
     inventory, _ = context_of(ctx).load()
 
     async def go() -> control.DownReport:
-        async with HostPool(inventory.hosts.values()) as pool:
+        async with mutating(inventory, take_from_jobs=True) as pool:
             return await control.down(pool, inventory)
 
     report = run_async(go)

@@ -17,7 +17,16 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
-from cluster.cli.app import app, context_of, err, out, print_json, run_async
+from cluster.cli.app import (
+    app,
+    context_of,
+    err,
+    mutating,
+    out,
+    print_json,
+    refuse_if_running,
+    run_async,
+)
 from cluster.cli.progress import BarProgress
 from cluster.config.loader import describe_validation_error, validate
 from cluster.config.models import parse_split
@@ -29,7 +38,6 @@ from cluster.measure.records import median_of
 from cluster.measure.screen import Screen
 from cluster.report import tables
 from cluster.store import Run, Store
-from cluster.transport.pool import HostPool
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -73,7 +81,7 @@ def bench(
 
     async def go() -> Any:
         with progress.shown(), c.store() as store:
-            async with HostPool(inventory.hosts.values()) as pool:
+            async with mutating(inventory) as pool:
                 report = await run_bench(
                     inventory,
                     chosen,
@@ -127,7 +135,7 @@ def screen(
 
     async def go() -> Any:
         with progress.shown():
-            async with HostPool(inventory.hosts.values()) as pool:
+            async with mutating(inventory) as pool:
                 job = Screen(
                     inventory,
                     book,
@@ -160,6 +168,7 @@ def _recorded_screen(store: Store, run_id: int) -> tuple[ScreenPlaybook, Any]:
     run = store.run(run_id)
     if run is None or run.kind != "screen":
         raise ConfigError(f"run {run_id} is not a screen", key="--resume")
+    refuse_if_running(run)
     book = validate(ScreenPlaybook, run.config["screen"], f"run {run_id}")
     return book, Path(run.config["playbook_path"])
 
@@ -209,10 +218,15 @@ def ceiling(
         attempts=attempts,
     )
     progress = BarProgress()
+    if resume is not None:
+        with c.store() as store:
+            recorded = store.run(resume)
+        if recorded is not None:
+            refuse_if_running(recorded)
 
     async def go() -> Any:
         with progress.shown(), c.store() as store:
-            async with HostPool(inventory.hosts.values()) as pool:
+            async with mutating(inventory) as pool:
                 return await run_ceiling(
                     inventory,
                     chosen,

@@ -18,7 +18,17 @@ from typing import Annotated, Any
 
 import typer
 
-from cluster.cli.app import Context, app, context_of, err, out, print_json, run_async
+from cluster.cli.app import (
+    Context,
+    app,
+    context_of,
+    err,
+    held,
+    out,
+    print_json,
+    refuse_if_running,
+    run_async,
+)
 from cluster.cli.progress import BarProgress
 from cluster.config.loader import profile_path, validate
 from cluster.config.models import parse_split
@@ -87,7 +97,7 @@ def sweep(
 
     async def go() -> Any:
         with progress.shown():
-            async with job.pool:
+            async with job.pool, held(job.pool, job.inventory):
                 return await job.run(resume=resume)
 
     try:
@@ -134,6 +144,7 @@ def _recorded_sweep(store: Store, run_id: int) -> SweepPlaybook:
     run = store.run(run_id)
     if run is None or run.kind != "sweep":
         raise ConfigError(f"run {run_id} is not a sweep", key="--resume")
+    refuse_if_running(run)
     return validate(SweepPlaybook, run.config["sweep"], f"run {run_id}")
 
 
