@@ -35,8 +35,8 @@ from cluster.config.models import parse_split
 from cluster.errors import EXIT_INTERRUPTED, ConfigError
 from cluster.report import apply as apply_mod
 from cluster.report import compare as compare_mod
+from cluster.report.files import report_files
 from cluster.report.sanitize import Sanitizer
-from cluster.report.sweep import report_files
 from cluster.store import Run, Store
 from cluster.sweep.playbook import SweepPlaybook, deadline, load_sweep
 from cluster.sweep.runner import Sweep

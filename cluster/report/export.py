@@ -3,8 +3,8 @@
 ``rows`` works for every kind of run (bench, screen, ceiling, sweep): one row per result
 with the same columns, so CSV files from several runs can be concatenated and read with
 one header. The numbers come from ``tables.result_rows`` (the one reader of a metrics
-record) plus what a sweep adds to a point (its load time and objective). Rows are in
-record order.
+record, with the memory-bandwidth figures of ``report.bandwidth``) plus what a sweep adds
+to a point (its load time and objective). Rows are in record order.
 ``to_json`` is the ``show --json`` document (``tables.run_document``).
 """
 
@@ -51,6 +51,10 @@ COLUMNS = (
     "tg_tps_cv",
     "load_seconds",
     "objective",
+    "bytes_per_token",
+    "bandwidth_gbs",
+    "peak_gbs",
+    "bandwidth_fraction",
     "noisy",
     "notes",
 )

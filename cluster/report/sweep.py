@@ -1,45 +1,35 @@
-"""The report of a run: a sweep's Markdown and plot, a screen's or bench's chart, and the
-files ``report`` writes.
+"""A sweep's report: its points in split order, the best split, and the Markdown.
 
 A sweep (``kind == "sweep"``) records one result per split (``key = "split=1.2/0.8"``),
 passed, failed or pruned, with the point's medians, load time and objective, and a summary
 (best split, the profile's own split as the baseline, coverage). ``sweep_markdown`` says
-what was measured on what, lists every point in split order, says which split is best and
-by how much it beats the profile's current split, why points were pruned or failed, and
-how much of the plan was covered. ``sweep_plot`` draws pp and tg against the split.
-
-``report_files`` writes ``report.md``, ``report.png``, ``results.json`` and ``results.csv``
-for any run; with a ``Sanitizer`` every record is sanitized before it is rendered, and every
-text written is sanitized again. matplotlib is imported only when a plot is drawn.
+what was measured on what, lists every point in split order (with the bandwidth its
+generation reads and that bandwidth's fraction of the split's peak, when the point recorded
+the bytes a token reads: ``report.bandwidth``), says which split is best and by how much it
+beats the profile's current split, why points were pruned or failed, and how much of the
+plan was covered. The plot is ``report.plots``; the files ``report`` writes,
+``report.files``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cluster.config.models import format_split, parse_split
 from cluster.llamacpp.identity import BuildIdentity
-from cluster.report import export
-from cluster.report.sanitize import Sanitizer, markdown_safe
+from cluster.report import bandwidth
 from cluster.report.tables import (
     NOISY_MARK,
     PASSED,
-    Event,
     duration,
     last_builds,
     local_time,
     result_word,
-    results_markdown,
-    run_document,
     run_title,
 )
 from cluster.store import Attempt, Result, Run
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
 
 PRUNED = "pruned"
 METRIC_LABELS = {"pp_tps": "pp t/s", "tg_tps": "tg t/s"}
@@ -50,12 +40,6 @@ STOPPED = {
     "failed": "the sweep stopped on an error",
     "running": "the sweep is still running",
 }
-FIGSIZE = (8.0, 5.0)
-DPI = 120
-PASS_COLOR = {"pp_tps": "tab:blue", "tg_tps": "tab:green"}
-FAIL_COLOR = "tab:red"
-PRUNED_COLOR = "0.55"
-BEST_COLOR = "gold"
 
 
 @dataclass(frozen=True)
@@ -228,12 +212,15 @@ def sweep_markdown(run: Run, results: Sequence[Result], attempts: Sequence[Attem
     lines = [f"# {run_title(run)}", "", verdict(run, found), "", "## Setup", ""]
     lines += _setup(run, found, attempts)
     lines += ["", "## Results", ""]
+    walled = any(bandwidth.traffic_of(point.result.metrics) for point in found)
     if found:
         lines += [
-            "| split | pp t/s | tg t/s | load s | objective | status |",
-            "|---|---:|---:|---:|---:|---|",
+            "| split | pp t/s | tg t/s | load s | objective |"
+            + (" GB/s | % peak |" if walled else "")
+            + " status |",
+            "|---|---:|---:|---:|---:|" + ("---:|---:|" if walled else "") + "---|",
         ]
-        lines += [_table_row(point, best, current) for point in found]
+        lines += [_table_row(point, best, current, walled) for point in found]
         if any(point.result.metrics.get("noisy") for point in found):
             lines += ["", f"{NOISY_MARK} noisy: coefficient of variation above 10% across samples"]
     else:
@@ -352,6 +339,7 @@ def _setup(run: Run, found: Sequence[Point], attempts: Sequence[Attempt]) -> lis
         lines.append(f"- current split: `{current}`{order}")
     lines.append(f"- objective: {objective_text(run)}")
     lines.append(f"- measurement: {_measurement(run, found)}")
+    lines += bandwidth.setup_lines((point.split, point.result.metrics) for point in found)
     lines.append(f"- started: {local_time(run.started_at)}")
     if run.finished_at is not None:
         took = duration(run.finished_at - run.started_at)
@@ -401,7 +389,7 @@ def _number(value: float | None, digits: int, noisy: bool = False) -> str:
     return f"{value:.{digits}f}" + (NOISY_MARK if noisy else "")
 
 
-def _table_row(point: Point, best: Point | None, current: str | None) -> str:
+def _table_row(point: Point, best: Point | None, current: str | None, walled: bool) -> str:
     noisy = point.result.metrics.get("noisy") or []
     marks = [
         word
@@ -415,8 +403,12 @@ def _table_row(point: Point, best: Point | None, current: str | None) -> str:
         _number(point.tg_tps, 2, "tg_tps" in noisy),
         _number(point.load_seconds, 1),
         _number(point.objective, 2),
-        status,
     ]
+    if walled:
+        wall = bandwidth.fields(point.result.metrics, point.tg_tps if point.passed else None)
+        gbs = wall["bandwidth_gbs"]
+        cells += [bandwidth.gbs_text(gbs), bandwidth.fraction_text(wall["bandwidth_fraction"], gbs)]
+    cells.append(status)
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
@@ -440,292 +432,3 @@ def _coverage(run: Run, found: Sequence[Point]) -> list[str]:
             f"- stopped: {stopped}" + (f" ({STOPPED[stopped]})" if stopped in STOPPED else "")
         )
     return lines
-
-
-# plots
-
-
-def sweep_plot(
-    run: Run, results: Sequence[Result], path: Path, *, sanitizer: Sanitizer | None = None
-) -> Path:
-    """pp and tg t/s against the split, as a PNG at ``path``: two panels sharing the split
-    axis; failed (red x) and pruned (grey triangle) points at the foot of each panel; the
-    best split starred and the profile's current split drawn as a dashed line."""
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    clean = sanitizer.text if sanitizer else (lambda s: s)
-    found = points(run, results)
-    best = best_point(run, found)
-    current = current_split(run)
-    two = all(len(p.proportions) == 2 for p in found) and bool(found)
-    xs = {p.split: (p.proportions[0] if two else float(index)) for index, p in enumerate(found)}
-
-    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    axes = figure.subplots(2, 1, sharex=True)
-    for ax, metric in zip(axes, ("pp_tps", "tg_tps"), strict=True):
-        passed = [p for p in found if p.passed and _value(p, metric) is not None]
-        low, high = _spread(passed, metric)
-        ax.errorbar(
-            [xs[p.split] for p in passed],
-            [_value(p, metric) for p in passed],
-            yerr=[low, high],
-            color=PASS_COLOR[metric],
-            marker="o",
-            markersize=5,
-            capsize=3,
-            linewidth=1.5,
-        )
-        ax.set_ylabel(METRIC_LABELS[metric])
-        ax.grid(True, alpha=0.3)
-        _foot_markers(ax, [p for p in found if not p.passed], xs, labelled=metric == "tg_tps")
-        if current in xs:
-            ax.axvline(xs[current], color="0.35", linestyle="--", linewidth=1)
-        if best is not None and (value := _value(best, metric)) is not None:
-            ax.plot(
-                [xs[best.split]],
-                [value],
-                marker="*",
-                markersize=18,
-                color=BEST_COLOR,
-                markeredgecolor="black",
-                linestyle="none",
-                zorder=5,
-            )
-            ax.annotate(
-                f"{value:.1f}" if metric == "pp_tps" else f"{value:.2f}",
-                (xs[best.split], value),
-                textcoords="offset points",
-                xytext=(9, 7),
-                ha="left",
-                fontsize=9,
-                fontweight="bold",
-            )
-        if not passed:
-            ax.text(0.5, 0.5, "no split passed", transform=ax.transAxes, ha="center", color="0.4")
-            ax.set_yticks([])
-        ax.margins(y=0.2)
-    bottom = axes[-1]
-    bottom.set_xticks([xs[p.split] for p in found], [p.split for p in found])
-    if len(found) > 8 or not two:
-        for label in bottom.get_xticklabels():
-            label.set_rotation(40)
-            label.set_horizontalalignment("right")
-    labels = device_labels(run)
-    bottom.set_xlabel(clean("tensor split" + (f" ({'/'.join(labels)})" if labels else "")))
-    legend = []
-    if any(p.passed for p in found):
-        legend.append(Line2D([], [], color="0.3", marker="o", label="pass (min-max bars)"))
-    if best is not None:
-        legend.append(
-            Line2D(
-                [],
-                [],
-                color=BEST_COLOR,
-                marker="*",
-                markersize=12,
-                markeredgecolor="black",
-                linestyle="none",
-                label=f"best {best.split}",
-            )
-        )
-    if current in xs:
-        legend.append(Line2D([], [], color="0.35", linestyle="--", label=f"current {current}"))
-    if any(p.result.status == PRUNED for p in found):
-        legend.append(_foot_handle(PRUNED))
-    if any(not p.passed and p.result.status != PRUNED for p in found):
-        legend.append(_foot_handle("fail"))
-    axes[0].legend(handles=legend, loc="best", fontsize=8, framealpha=0.9)
-    headline = f"objective: {objective_text(run)}"
-    gain = gain_over_current(run, found)
-    if best is not None and gain is not None:
-        headline += f"; best {best.split}, {gain:+.1f}% over current {current}"
-    figure.suptitle(clean(f"{run_title(run)}\n{headline}"), fontsize=10)
-    return _save(figure, path)
-
-
-def _value(point: Point, metric: str) -> float | None:
-    return point.pp_tps if metric == "pp_tps" else point.tg_tps
-
-
-def _spread(passed: Sequence[Point], metric: str) -> tuple[list[float], list[float]]:
-    """Distances from each median to its min and max (zero where not recorded)."""
-    low, high = [], []
-    for point in passed:
-        entry = (point.result.metrics.get("summary") or {}).get(metric) or {}
-        median = _value(point, metric) or 0.0
-        low.append(max(0.0, median - float(entry.get("min", median))))
-        high.append(max(0.0, float(entry.get("max", median)) - median))
-    return low, high
-
-
-def _foot_markers(
-    ax: Axes, missed: Sequence[Point], xs: Mapping[str, float], *, labelled: bool
-) -> None:
-    """Points without numbers (failed, pruned), drawn at the foot of the panel; with
-    ``labelled``, each with its failure class or ``pruned`` above it."""
-    foot = ax.get_xaxis_transform()  # x in data, y in axes fractions
-    for point in missed:
-        kind = PRUNED if point.result.status == PRUNED else "fail"
-        style = _foot_style(kind)
-        ax.plot([xs[point.split]], [0.05], transform=foot, linestyle="none", **style)
-        if labelled:
-            word = PRUNED if kind == PRUNED else point.result.failure_class or "fail"
-            ax.text(
-                xs[point.split],
-                0.12,
-                word,
-                transform=foot,
-                ha="center",
-                fontsize=8,
-                color=style["color"],
-            )
-
-
-def _foot_style(kind: str) -> dict[str, Any]:
-    if kind == PRUNED:
-        return {"marker": "v", "markersize": 9, "color": PRUNED_COLOR}
-    return {"marker": "x", "markersize": 10, "markeredgewidth": 2.5, "color": FAIL_COLOR}
-
-
-def _foot_handle(kind: str) -> Any:
-    from matplotlib.lines import Line2D
-
-    label = "pruned (did not fit)" if kind == PRUNED else "failed"
-    return Line2D([], [], linestyle="none", label=label, **_foot_style(kind))
-
-
-def cases_plot(
-    run: Run, results: Sequence[Result], path: Path, *, sanitizer: Sanitizer | None = None
-) -> Path:
-    """pp and tg t/s per case (screens, benches, ceilings) as horizontal bars with min-max
-    whiskers, side by side; a failed case has no bar and is labelled with its class."""
-    from matplotlib.figure import Figure
-
-    clean = sanitizer.text if sanitizer else (lambda s: s)
-    rows = export.rows(run, results)
-    labels = [clean(_case_label(result)) for result in results]
-    height = min(30.0, max(3.5, 1.6 + 0.34 * len(rows)))
-    figure = Figure(figsize=(10.0, height), dpi=DPI, layout="constrained")
-    axes = figure.subplots(1, 2, sharey=True)
-    positions = list(range(len(rows)))
-    for ax, metric in zip(axes, ("pp_tps", "tg_tps"), strict=True):
-        values = [row[metric] if row[metric] is not None else 0.0 for row in rows]
-        low, high = [], []
-        for result, value in zip(results, values, strict=True):
-            entry = (result.metrics.get("summary") or {}).get(metric) or {}
-            low.append(max(0.0, value - float(entry.get("min", value))))
-            high.append(max(0.0, float(entry.get("max", value)) - value))
-        ax.barh(
-            positions,
-            values,
-            xerr=[low, high],
-            color=PASS_COLOR[metric],
-            capsize=3,
-            height=0.6,
-        )
-        top = max(values, default=0.0) or 1.0
-        for position, row, value in zip(positions, rows, values, strict=True):
-            if row["status"] != PASSED:
-                word = str(row["status"]).upper()
-                if row["failure_class"]:
-                    word += f" ({row['failure_class']})"
-                ax.text(
-                    top * 0.02,
-                    position,
-                    clean(word),
-                    va="center",
-                    color=FAIL_COLOR,
-                    fontweight="bold",
-                    fontsize=8,
-                )
-            elif row[metric] is not None:
-                digits = 1 if metric == "pp_tps" else 2
-                ax.text(
-                    value + top * 0.01, position, f" {value:.{digits}f}", va="center", fontsize=8
-                )
-        ax.set_xlabel(METRIC_LABELS[metric])
-        ax.set_xlim(0, top * 1.18)
-        ax.grid(True, axis="x", alpha=0.3)
-    axes[0].set_yticks(positions, labels, fontsize=8)
-    axes[0].invert_yaxis()
-    passed = sum(1 for row in rows if row["status"] == PASSED)
-    figure.suptitle(clean(f"{run_title(run)}: {passed} of {len(rows)} passed"), fontsize=10)
-    return _save(figure, path)
-
-
-def _case_label(result: Result) -> str:
-    spec = result.spec
-    if not all(key in spec for key in ("config", "shape", "target")):
-        return result.key
-    label = f"{spec['config']} {spec['shape']} {spec['target']}"
-    if int(spec.get("concurrency") or 1) > 1:
-        label += f" c{spec['concurrency']}"
-    if int(spec.get("attempt") or 1) > 1:
-        label += f" a{spec['attempt']}"
-    return label
-
-
-def _save(figure: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
-
-
-# files
-
-
-def report_files(
-    run: Run,
-    results: Sequence[Result],
-    attempts: Sequence[Attempt],
-    events: Sequence[Event],
-    out_dir: Path,
-    sanitizer: Sanitizer | None,
-) -> list[Path]:
-    """Write ``report.md``, ``report.png`` (when there is something to plot),
-    ``results.json`` and ``results.csv`` into ``out_dir``; return the paths written.
-
-    With a sanitizer, the records are sanitized first (extended to the host names the
-    attempts and results name), so the Markdown, the plot's labels, the JSON and the CSV
-    are all built from clean data; each text is sanitized once more as it is written.
-    """
-    if sanitizer is not None:
-        sanitizer = sanitizer.covering(attempts, results)
-        run, results, attempts, events = _sanitized(sanitizer, run, results, attempts, events)
-    clean = sanitizer.text if sanitizer else (lambda s: s)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-
-    def write(name: str, text: str) -> None:
-        path = out_dir / name
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-
-    markdown = sweep_markdown if run.kind == "sweep" else results_markdown
-    document = clean(markdown(run, results, attempts))
-    write("report.md", markdown_safe(document) if sanitizer else document)
-    if results:
-        plot = sweep_plot if run.kind == "sweep" else cases_plot
-        written.append(plot(run, results, out_dir / "report.png", sanitizer=sanitizer))
-    write("results.json", clean(export.to_json(run, results, attempts, events)) + "\n")
-    write("results.csv", clean(export.to_csv(export.rows(run, results))))
-    return written
-
-
-def _sanitized(
-    sanitizer: Sanitizer,
-    run: Run,
-    results: Sequence[Result],
-    attempts: Sequence[Attempt],
-    events: Sequence[Event],
-) -> tuple[Run, list[Result], list[Attempt], list[Event]]:
-    document = sanitizer.data(run_document(run, results, attempts, events))
-    # The shown status needs the real controller host and pid: keep it, not the host.
-    record = {**document["run"], "status": run.shown_status, "controller_pid": None}
-    return (
-        Run.model_validate(record),
-        [Result.model_validate(result) for result in document["results"]],
-        [Attempt.model_validate(attempt) for attempt in document["attempts"]],
-        [(event["at"], event["kind"], event["data"]) for event in document["events"]],
-    )

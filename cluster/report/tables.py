@@ -33,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cluster.llamacpp.identity import BuildIdentity
+from cluster.report import bandwidth
 from cluster.store import Attempt, Result, Run
 
 # The status of a passing case (``cluster.measure.records.PASS``; not imported so that
@@ -157,7 +158,9 @@ def result_rows(results: Sequence[Result]) -> list[dict[str, Any]]:
 
     Keys: key, status, failure_class, result, config, profile, shape, target, gen,
     concurrency, calibrated; the medians ``pp_tps``, ``tg_tps``, ``ttft_s``, ``itl_ms`` and
-    ``aggregate_tg_tps`` (None when not measured); ``cv`` (each shown metric's coefficient
+    ``aggregate_tg_tps`` (None when not measured); ``bytes_per_token``, ``bandwidth_gbs``,
+    ``peak_gbs`` and ``bandwidth_fraction`` (the memory-bandwidth wall,
+    ``report.bandwidth``; None without a traffic record); ``cv`` (each shown metric's coefficient
     of variation), ``noisy`` (the metrics flagged noisy), ``notes`` (strings for people)
     and ``evidence`` (a failure's evidence line, None for a pass).
     """
@@ -183,6 +186,7 @@ def _row(result: Result) -> dict[str, Any]:
     for name in SHOWN:
         row[name] = _median(summary, name)
     row["aggregate_tg_tps"] = metrics.get("aggregate_tg_tps")
+    row.update(bandwidth.fields(metrics, row["tg_tps"]))
     row["cv"] = {
         name: summary[name].get("cv") for name in SHOWN if isinstance(summary.get(name), dict)
     }
@@ -237,6 +241,7 @@ def results_table(run: Run, results: Sequence[Result]) -> Table:
     rows = result_rows(results)
     concurrent = any((row["concurrency"] or 1) > 1 for row in rows)
     failing = any(row["status"] != PASSED for row in rows)
+    walled = any(row["bandwidth_gbs"] is not None for row in rows)
     table = Table(
         title=run_title(run),
         title_justify="left",
@@ -253,6 +258,9 @@ def results_table(run: Run, results: Sequence[Result]) -> Table:
         table.add_column("agg tg t/s", justify="right", no_wrap=True)
     for heading, _ in COLUMNS.values():
         table.add_column(heading, justify="right", no_wrap=True)
+    if walled:
+        table.add_column("GB/s", justify="right", no_wrap=True)
+        table.add_column("% peak", justify="right", no_wrap=True)
     table.add_column("notes")
     if failing:
         table.add_column("evidence", overflow="fold")
@@ -271,6 +279,8 @@ def results_table(run: Run, results: Sequence[Result]) -> Table:
         for name, (_, digits) in COLUMNS.items():
             style = "yellow" if name in row["noisy"] else ""
             cells.append(Text(_number(row[name], digits), style=style))
+        if walled:
+            cells += [Text(text) for text in _wall_cells(row)]
         cells.append(Text("\n".join(row["notes"]) or "-"))
         if failing:
             evidence = row["evidence"]
@@ -279,10 +289,17 @@ def results_table(run: Run, results: Sequence[Result]) -> Table:
     return table
 
 
+def _wall_cells(row: Mapping[str, Any]) -> list[str]:
+    """The effective bandwidth and its fraction of the split's peak, as two cells."""
+    gbs = row["bandwidth_gbs"]
+    return [bandwidth.gbs_text(gbs), bandwidth.fraction_text(row["bandwidth_fraction"], gbs)]
+
+
 # Markdown
 
 _MD_HEADER = "| config | target | shape | calibrated | result | pp t/s | tg t/s | TTFT s |"
 _MD_RULE = "|---|---:|---|---:|---|---:|---:|---:|"
+_MD_WALL = (" GB/s | % peak |", "---:|---:|")
 
 
 def _cell(value: Any) -> str:
@@ -297,8 +314,10 @@ def results_markdown(run: Run, results: Sequence[Result], attempts: Sequence[Att
     lines += _setup(run, results, attempts)
     lines += ["", "## Results", ""]
     if rows:
-        lines += [_MD_HEADER, _MD_RULE]
-        lines += [_markdown_row(row) for row in rows]
+        walled = any(row["bandwidth_gbs"] is not None for row in rows)
+        extra = _MD_WALL if walled else ("", "")
+        lines += [_MD_HEADER + extra[0], _MD_RULE + extra[1]]
+        lines += [_markdown_row(row, walled) for row in rows]
         if any(row["noisy"] for row in rows):
             lines += ["", f"{NOISY_MARK} noisy: coefficient of variation above 10% across samples"]
     else:
@@ -318,12 +337,14 @@ def results_markdown(run: Run, results: Sequence[Result], attempts: Sequence[Att
     return "\n".join(lines) + "\n"
 
 
-def _markdown_row(row: Mapping[str, Any]) -> str:
+def _markdown_row(row: Mapping[str, Any], walled: bool = False) -> str:
     medians = []
     for name in PUBLISHED:
         text = _number(row[name], COLUMNS[name][1])
         noisy = name in row["noisy"] and row[name] is not None
         medians.append(text + NOISY_MARK if noisy else text)
+    if walled:
+        medians += _wall_cells(row)
     cells = [row["config"], row["target"], row["shape"], row["calibrated"], row["result"]]
     return "| " + " | ".join(_cell(value) for value in [*cells, *medians]) + " |"
 
@@ -357,6 +378,9 @@ def _setup(run: Run, results: Sequence[Result], attempts: Sequence[Attempt]) -> 
     builds = last_builds(attempts)
     for host in sorted(builds):
         lines.append(f"- build on `{host}`: {_build_text(builds[host])}")
+    lines += bandwidth.setup_lines(
+        (str(result.spec.get("split", "")), result.metrics) for result in results
+    )
     loads = [
         f"{attempt.load_seconds:.1f}s (attempt {attempt.number})"
         for attempt in attempts

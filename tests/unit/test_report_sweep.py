@@ -9,15 +9,17 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support import build_record, build_short
 
+from cluster.report.files import report_files
+from cluster.report.plots import sweep_plot
 from cluster.report.sanitize import Sanitizer
-from cluster.report.sweep import report_files, sweep_markdown, sweep_plot
+from cluster.report.sweep import sweep_markdown
 from cluster.report.tables import results_markdown, run_document
 from cluster.store import Store
 
@@ -169,6 +171,7 @@ def record_sweep(
     hosts: dict[str, Any] | None = None,
     status: str = "ok",
     noisy_split: str = "0.8/1.2",
+    traffic: Callable[[str], dict[str, Any]] | None = None,
 ) -> int:
     """A sweep as the sweep job records it: attempts with builds for every load, one result
     per split (passes with metrics, a failed load with its tails, a pruned point)."""
@@ -197,7 +200,10 @@ def record_sweep(
                 f"split={split}",
                 "pass",
                 spec=split_spec(split),
-                metrics=point_metrics(pp, tg, load, tg_cv=cv),
+                metrics={
+                    **point_metrics(pp, tg, load, tg_cv=cv),
+                    **({"traffic": traffic(split)} if traffic else {}),
+                },
             )
         elif outcome == "fail":
             store.record_result(
@@ -258,6 +264,51 @@ def test_table_lists_every_split_in_split_order(store: Store) -> None:
         "| 1.6/0.4 | - | - | - | - | PRUNED |",
     ]
     assert "† noisy: coefficient of variation above 10%" in markdown
+
+
+def minimax_traffic(bee_gbs: float | None = 256.0) -> Callable[[str], dict[str, Any]]:
+    """MiniMax REAP Q8's ~10.6 GB read per token (10B active parameters in Q8_0), shared by
+    the split between evo and bee; the head's CPU reads one embedding row."""
+
+    def traffic(split: str) -> dict[str, Any]:
+        evo, bee = (float(part) for part in split.split("/"))
+        total = 10_600_000_000
+        on_evo = round(total * evo / (evo + bee))
+        devices = [
+            {"host": "evo", "label": "RPC0", "bytes": on_evo - 6144, "bandwidth_gbs": 256.0},
+            {"host": "bee", "label": "RPC1", "bytes": total - on_evo, "bandwidth_gbs": bee_gbs},
+            {"host": "evo", "label": "CPU", "bytes": 6144, "bandwidth_gbs": 256.0},
+        ]
+        return {
+            "bytes_per_token": total,
+            "expert_count": 256,
+            "expert_used_count": 8,
+            "devices": devices,
+        }
+
+    return traffic
+
+
+def test_table_shows_bandwidth_and_fraction_of_the_peak(store: Store) -> None:
+    markdown = markdown_of(store, record_sweep(store, traffic=minimax_traffic()))
+    lines = markdown.splitlines()
+    start = lines.index(
+        "| split | pp t/s | tg t/s | load s | objective | GB/s | % peak | status |"
+    )
+    assert lines[start + 1] == "|---|---:|---:|---:|---:|---:|---:|---|"
+    # 15.35 tok/s x 10.6 GB = 162.7 GB/s, 64% of the 256 GB/s both hosts have.
+    assert "| 1.2/0.8 | 332.4 | 15.35 | 195.1 | 15.35 | 163 | 64% | PASS, best |" in lines
+    assert "| 1.4/0.6 | - | - | - | - | - | - | FAIL (oom) |" in lines
+    assert "| 1.6/0.4 | - | - | - | - | - | - | PRUNED |" in lines
+    setup = section(markdown, "Setup")
+    assert "- weights read per generated token: 10.6 GB (MoE: 8 of 256 experts per token)" in setup
+    assert "`1.2/0.8` 256 GB/s" in setup
+
+
+def test_unknown_peak_is_said_not_guessed(store: Store) -> None:
+    markdown = markdown_of(store, record_sweep(store, traffic=minimax_traffic(bee_gbs=None)))
+    assert "| 1.2/0.8 | 332.4 | 15.35 | 195.1 | 15.35 | 163 | ? | PASS, best |" in markdown
+    assert "`1/1` unknown (no memory_bandwidth_gbs for bee)" in markdown
 
 
 def test_best_split_and_its_gain_over_the_current_split(store: Store) -> None:
@@ -535,6 +586,6 @@ def test_a_run_without_results_has_no_plot(store: Store, tmp_path: Path) -> None
 
 
 def test_importing_the_report_does_not_import_matplotlib() -> None:
-    code = "import sys, cluster.report.sweep; print('matplotlib' in sys.modules)"
+    code = "import sys, cluster.report.files; print('matplotlib' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

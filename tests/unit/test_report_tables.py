@@ -399,3 +399,65 @@ def test_concurrent_cases_show_the_aggregate_rate(store: Store) -> None:
     assert "agg tg t/s" in text
     assert "61.3" in text and "61.31" not in text
     assert "evidence" not in text  # no failures, no evidence column
+
+
+def dense_traffic(a_gbs: float | None) -> dict[str, Any]:
+    """A 70 GB dense model split 1/1 over a (a_gbs) and b (256 GB/s)."""
+    return {
+        "bytes_per_token": 70_000_000_000,
+        "devices": [
+            {"host": "a", "label": "RPC0", "bytes": 35_000_000_000, "bandwidth_gbs": a_gbs},
+            {"host": "b", "label": "RPC1", "bytes": 35_000_000_000, "bandwidth_gbs": 256.0},
+        ],
+    }
+
+
+def test_bench_shows_the_bandwidth_its_generation_reads(store: Store) -> None:
+    run_id = store.start_run("bench", "dense-2x", {"profile": "dense-2x"})
+    s = spec("dense-2x", "random", 512)
+    record = {
+        **metrics(calibrated=512, pp=120.0, tg=2.5, ttft=4.3, itl=400.0),
+        "traffic": dense_traffic(256.0),
+    }
+    store.record_result(run_id, key(s), "pass", spec=s, metrics=record)
+    run = store.run(run_id)
+    assert run is not None
+    [row] = result_rows(store.results(run_id))
+    # 2.5 tok/s x 70 GB = 175 GB/s of a 256 GB/s peak: 68%.
+    assert row["bytes_per_token"] == 70_000_000_000
+    assert row["bandwidth_gbs"] == pytest.approx(175.0)
+    assert row["peak_gbs"] == pytest.approx(256.0)
+    assert row["bandwidth_fraction"] == pytest.approx(175 / 256)
+    console = Console(record=True, width=200)
+    console.print(results_table(run, store.results(run_id)))
+    text = console.export_text()
+    assert "GB/s" in text and "% peak" in text and "68%" in text
+    markdown = results_markdown(run, store.results(run_id), [])
+    assert "| TTFT s | GB/s | % peak |" in markdown
+    assert "| 2.5 | 4.300 | 175 | 68% |" in markdown
+    assert "- weights read per generated token: 70 GB" in markdown
+    assert "- memory-bandwidth peak per split: `1/1` 256 GB/s" in markdown
+
+
+def test_bench_without_a_peak_says_so_and_without_traffic_has_no_columns(store: Store) -> None:
+    run_id = store.start_run("bench", "dense-2x", {"profile": "dense-2x"})
+    s = spec("dense-2x", "random", 512)
+    record = {
+        **metrics(calibrated=512, pp=120.0, tg=2.5, ttft=4.3, itl=400.0),
+        "traffic": dense_traffic(None),
+    }
+    store.record_result(run_id, key(s), "pass", spec=s, metrics=record)
+    run = store.run(run_id)
+    assert run is not None
+    [row] = result_rows(store.results(run_id))
+    assert (row["bandwidth_fraction"], row["peak_gbs"]) == (None, None)
+    markdown = results_markdown(run, store.results(run_id), [])
+    assert "| 2.5 | 4.300 | 175 | ? |" in markdown
+    assert "`1/1` unknown (no memory_bandwidth_gbs for a)" in markdown
+
+    plain = store.start_run("bench", "dense-2x", {"profile": "dense-2x"})
+    record = metrics(calibrated=512, pp=120.0, tg=2.5, ttft=4.3, itl=400.0)
+    store.record_result(plain, key(s), "pass", spec=s, metrics=record)
+    plain_run = store.run(plain)
+    assert plain_run is not None
+    assert "GB/s" not in results_markdown(plain_run, store.results(plain), [])
