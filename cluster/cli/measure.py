@@ -103,6 +103,9 @@ def bench(
             f"run {report.run_id}: pp {median_of(metrics, 'pp_tps') or 0:.1f} tok/s, "
             f"tg {median_of(metrics, 'tg_tps') or 0:.1f} tok/s (server medians)"
         )
+        tg = median_of(metrics, "tg_tps")
+        if report.traffic is not None and tg is not None:
+            err.print(f"generation reads {report.traffic.utilisation_text(tg)}")
     if report.outcome.failure is not None:
         raise typer.Exit(EXIT_CHECK_FAILED)
 

@@ -5,21 +5,30 @@ prompt is calibrated to the target with the server's tokenizer, then ``warmup`` 
 are sent and not kept, and ``repeat`` rounds are measured, each ``concurrency`` requests
 at once (at most the profile's parallel slots). The run keeps one result: every request's
 numbers and their median, min, max, stddev and coefficient of variation.
+
+The model's GGUF headers are read from the head once per run (``read_model``), so the
+result also records the bytes of weights a generated token reads on each device of the
+split (``measure.bandwidth``): reports turn the generation rate into a bandwidth and its
+fraction of the split's peak.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import Field
 
 from cluster.config.models import Inventory, Profile, StrictModel
 from cluster.errors import ConfigError
+from cluster.llamacpp.gguf_info import ModelFileError, ModelInfo
+from cluster.measure.bandwidth import TokenTraffic, traffic_for
 from cluster.measure.cases import CaseOutcome, CaseRunner
 from cluster.measure.progress import Progress
 from cluster.measure.records import CaseSpec, median_of
 from cluster.measure.serving import RequestLimits, Serving
+from cluster.orchestration.modelcheck import read_head_model
 from cluster.store import Store
 from cluster.transport.pool import HostPool
 
@@ -42,6 +51,7 @@ class BenchReport:
     run_id: int
     outcome: CaseOutcome
     reused_server: bool
+    traffic: TokenTraffic | None = None  # bytes per token per device; None: headers unread
 
 
 def bench_spec(profile: Profile, split: str, request: BenchRequest) -> CaseSpec:
@@ -56,6 +66,33 @@ def bench_spec(profile: Profile, split: str, request: BenchRequest) -> CaseSpec:
         gen=request.gen,
         concurrency=request.concurrency,
     )
+
+
+async def read_model(
+    pool: HostPool, inventory: Inventory, profile: Profile, say: Callable[[str], None]
+) -> ModelInfo | None:
+    """The profile's model from its headers on the head; None (and why, said) when it
+    cannot be read: the measurement goes on without bandwidth figures."""
+    try:
+        return await read_head_model(pool, inventory, profile)
+    except ModelFileError as exc:
+        say(f"no bandwidth figures: {exc}")
+        return None
+
+
+def traffic_fields(traffic: TokenTraffic | None, tg_tps: float | None) -> dict[str, Any]:
+    """What a run's summary says about the bandwidth wall: bytes per token, and for a
+    measured generation rate its bandwidth and fraction of the split's peak."""
+    if traffic is None:
+        return {}
+    fields: dict[str, Any] = {
+        "bytes_per_token": traffic.bytes_per_token,
+        "peak_gbs": traffic.peak_gbs,
+    }
+    if tg_tps is not None:
+        fields["bandwidth_gbs"] = traffic.effective_gbs(tg_tps)
+        fields["bandwidth_fraction"] = traffic.fraction(tg_tps)
+    return fields
 
 
 async def run_bench(
@@ -84,10 +121,19 @@ async def run_bench(
         try:
             await serving.start(health_gate=health_gate)
             spec = bench_spec(profile, serving.split_text, request)
+            info = await read_model(pool, inventory, profile, progress.say)
+            traffic = (
+                traffic_for(info, inventory, profile, serving.launcher.split) if info else None
+            )
             limits = RequestLimits(request.stall_timeout_s, request.request_timeout_s)
             runner = CaseRunner(serving, store, run_id, limits, on_request=progress.advance)
             progress.begin((request.warmup + request.repeat) * request.concurrency, spec.key)
-            outcome = await runner.run(spec, repeat=request.repeat, warmup=request.warmup)
+            outcome = await runner.run(
+                spec,
+                repeat=request.repeat,
+                warmup=request.warmup,
+                annotate=lambda metrics: {"traffic": traffic.model_dump()} if traffic else {},
+            )
         finally:
             await serving.close()
         store.finish_run(
@@ -100,6 +146,7 @@ async def run_bench(
                 "pp_tps": median_of(outcome.metrics, "pp_tps"),
                 "tg_tps": median_of(outcome.metrics, "tg_tps"),
                 "reused_server": serving.reused,
+                **traffic_fields(traffic, median_of(outcome.metrics, "tg_tps")),
             },
         )
-    return BenchReport(run_id, outcome, serving.reused)
+    return BenchReport(run_id, outcome, serving.reused, traffic)

@@ -10,9 +10,11 @@ import base64
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cluster import facts
 from cluster.config.models import Inventory, Profile
 from cluster.config.resolve import devices_for
 from cluster.llamacpp import gguf_info
+from cluster.llamacpp.gguf_info import ModelInfo
 from cluster.transport.base import Transport
 from cluster.transport.pool import HostPool
 
@@ -66,6 +68,19 @@ async def read_remote_info(transport: Transport, sizes: dict[str, int]) -> gguf_
             if grown <= want[path] or grown > MAX_HEADER:
                 raise
             want[path] = grown
+
+
+async def read_head_model(pool: HostPool, inventory: Inventory, profile: Profile) -> ModelInfo:
+    """The profile's model as its headers on the head say (sizes first, then headers), without
+    the rest of the health facts; a missing shard or an unreadable header is a ModelFileError."""
+    paths = model_shard_paths(profile.model)
+    transport = pool[inventory.cluster.head]
+    listed = facts.parse_file_sizes((await transport.run(facts.file_sizes_command(paths))).stdout)
+    sizes = {path: size for path, size in listed.items() if size is not None}
+    missing = [path for path in paths if path not in sizes]
+    if missing:
+        raise gguf_info.ModelFileError(f"model shards missing on the head: {', '.join(missing)}")
+    return await read_remote_info(transport, sizes)
 
 
 def available_bytes(found: HostFacts) -> int | None:

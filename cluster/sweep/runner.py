@@ -9,8 +9,9 @@ The strategy (``search.py``) proposes splits; for each one the job:
 3. reloads llama-server with that split while the rpc-servers keep running with their
    tensor caches (the ``up`` machinery: hang watchdog, retries), and records the load time;
 4. measures it as ``clusterctl bench`` would, and records the point the moment it ends,
-   with the objective; a point whose load or measurement fails is recorded with its class
-   and log tails, and the sweep goes on.
+   with the objective and the bytes of weights a token reads on each device of that split
+   (``measure.bandwidth``, from the GGUF headers read once per run); a point whose load or
+   measurement fails is recorded with its class and log tails, and the sweep goes on.
 
 Before each new point the time budget (``--until``) is checked against the time points
 have taken so far; a sweep that would overrun stops gracefully and says what it covered.
@@ -29,8 +30,10 @@ from typing import Any
 from cluster.config.models import Inventory, Profile, format_split
 from cluster.config.resolve import devices_for
 from cluster.errors import LaunchError
+from cluster.llamacpp.gguf_info import ModelInfo
 from cluster.llamacpp.logs import FailureClass
-from cluster.measure.bench import bench_spec
+from cluster.measure.bandwidth import traffic_for
+from cluster.measure.bench import bench_spec, read_model
 from cluster.measure.cases import CaseRunner
 from cluster.measure.progress import Progress
 from cluster.measure.records import FAIL, PASS, median_of
@@ -89,6 +92,7 @@ class Sweep:
         self._serving: Serving | None = None
         self._runner: CaseRunner | None = None
         self._memory: MemoryModel | None = None
+        self._model: ModelInfo | None = None
         self._point_seconds: list[float] = []
         # Every point of the run by key, as recorded: read once, then kept up to date.
         self._recorded: dict[str, Result] = {}
@@ -143,6 +147,12 @@ class Sweep:
                 self._memory, why = await memory_model(self.pool, self.inventory, self.profile)
                 if self._memory is None:
                     self.progress.say(f"no memory pruning: {why}")
+            if self._memory is not None:
+                self._model = self._memory.info
+            else:
+                self._model = await read_model(
+                    self.pool, self.inventory, self.profile, self.progress.say
+                )
             stopped, measured_now = "done", 0
             try:
                 if book.include_current and book.strategy == "adaptive":  # a grid lists it
@@ -254,8 +264,13 @@ class Sweep:
         if self._runner is None:
             self._runner = CaseRunner(self._serving, self.store, run_id, self.limits)
 
+        traffic = (
+            traffic_for(self._model, self.inventory, self.profile, split) if self._model else None
+        )
+
         def annotate(metrics: dict[str, Any]) -> dict[str, Any]:
             return {
+                **({"traffic": traffic.model_dump()} if traffic else {}),
                 "load_seconds": load_seconds,
                 "objective": self.playbook.objective.score(
                     median_of(metrics, "pp_tps"),
