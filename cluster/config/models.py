@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from cluster.config.build import BuildConfig
+from cluster.errors import ConfigError
 
 # A name we are willing to put on a command line or in a file name unquoted.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -236,8 +238,12 @@ class Profile(StrictModel):
     extra_args: list[str] = []
     bind_host: str = "127.0.0.1"
     port: Port = 8080
-    # The name of an environment variable holding the API key; the key is never in a file.
+    # The name of an environment variable holding the API key; the key is never in a file
+    # of the configuration, and reaches llama-server as --api-key-file, never in its argv.
     api_key_env: Annotated[str, Field(pattern=ENV_NAME_PATTERN)] | None = None
+    # A bind_host other than loopback without an API key exposes llama-server to anyone on
+    # that network: refused unless this explicit opt-out is set (health then warns).
+    allow_unauthenticated: bool = False
     load_timeout_s: float = Field(default=900.0, gt=0)
     stall_timeout_s: float = Field(default=120.0, gt=0)
     ready_timeout_s: float = Field(default=120.0, gt=0)
@@ -259,15 +265,62 @@ class Profile(StrictModel):
     @field_validator("extra_args")
     @classmethod
     def _extra_args(cls, args: list[str]) -> list[str]:
-        managed = {"--rpc", "-ts", "--tensor-split", "-m", "--model", "--host", "--port"}
+        managed = {
+            "--rpc",
+            "-ts",
+            "--tensor-split",
+            "-m",
+            "--model",
+            "--host",
+            "--port",
+            "--api-key",
+            "--api-key-file",
+        }
         clash = managed.intersection(args)
         if clash:
             raise ValueError(f"{', '.join(sorted(clash))} are set by the profile's own keys")
         return args
 
-    def api_key(self, environ: dict[str, str]) -> SecretStr | None:
-        """The API key from the named environment variable, if the profile uses one."""
+    @model_validator(mode="after")
+    def _exposure(self) -> Profile:
+        if (
+            not is_loopback_host(self.bind_host)
+            and self.api_key_env is None
+            and not self.allow_unauthenticated
+        ):
+            raise ValueError(
+                f"bind_host {self.bind_host} exposes llama-server beyond this machine without "
+                "an API key: set api_key_env (or allow_unauthenticated = true, which health "
+                "reports)"
+            )
+        return self
+
+    @property
+    def exposed(self) -> bool:
+        """Serving beyond loopback without an API key (the explicit opt-out)."""
+        return not is_loopback_host(self.bind_host) and self.api_key_env is None
+
+    def api_key(self, environ: Mapping[str, str]) -> SecretStr | None:
+        """The API key from the named environment variable, if the profile uses one; a
+        variable that is unset or empty is an error, never a server without a key."""
         if self.api_key_env is None:
             return None
         value = environ.get(self.api_key_env)
-        return SecretStr(value) if value else None
+        if not value:
+            raise ConfigError(
+                f"names the environment variable {self.api_key_env}, which is unset or empty "
+                "here; set it (the key), or remove api_key_env",
+                file=f"profile {self.name}",
+                key="api_key_env",
+            )
+        return SecretStr(value)
+
+
+def is_loopback_host(address: str) -> bool:
+    """127.0.0.0/8, ::1 and ``localhost``: only this machine can connect."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

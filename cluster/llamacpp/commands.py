@@ -8,22 +8,20 @@ Spellings come from ``Capabilities`` (parsed from the build's own ``--help``), n
 constants: the RPC binary name, the direct-I/O flag and the verbosity flag differ between
 the two llama.cpp generations a cluster may run.
 
-The API key is a ``SecretStr`` until the moment it is placed in the argv; anything that
-prints or logs an argv prints ``redact(argv)``. (llama-server itself logs the last four
-characters of the key at start: ``init_listene: api_keys: ****-123``.)
+The API key never enters an argv (every user of the head could read it in ``ps``): the
+launcher writes it to a file only its owner can read and llama-server gets
+``--api-key-file``. Anything that prints or logs an argv prints ``redact(argv)``, which
+also hides secret values a user put in ``extra_args`` (``cluster.secrets``).
+(llama-server itself logs the last four characters of the key at start.)
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from pydantic import SecretStr
-
 from cluster.config.models import HostConfig, Profile, format_split
 from cluster.llamacpp.capabilities import Capabilities
-
-REDACTED = "***"
-SECRET_FLAGS = frozenset({"--api-key"})
+from cluster.secrets import redact_args
 
 # rpc-server prints its banner and connection lines with printf on stdout; to a file or
 # pipe that is block-buffered and nothing shows until 4 KiB or exit. stdbuf (coreutils)
@@ -117,7 +115,7 @@ def llama_server_argv(
     *,
     head: HostConfig,
     model_path: str,
-    api_key: SecretStr | None,
+    api_key_file: str | None,
 ) -> list[str]:
     """The argv of llama-server on the head, serving ``profile`` over ``rpc_endpoints``.
 
@@ -152,26 +150,19 @@ def llama_server_argv(
     argv += ["--host", profile.bind_host, "--port", str(profile.port)]
     if profile.threads is not None:
         argv += ["-t", str(profile.threads)]
-    if api_key is not None:
-        argv += ["--api-key", api_key.get_secret_value()]
+    if api_key_file is not None:
+        if "--api-key-file" not in caps.server_flags:
+            raise MissingCapabilityError(
+                f"profile {profile.name} sets api_key_env but this llama-server "
+                f"({caps.version_text}) has no --api-key-file, and a key in its argv would "
+                "be visible to every user of the head"
+            )
+        argv += ["--api-key-file", api_key_file]
     argv += caps.verbose_args
     argv += profile.extra_args
     return argv
 
 
 def redact(argv: list[str]) -> list[str]:
-    """A copy of ``argv`` safe to log: the value of ``--api-key`` (both forms) is ``***``."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next:
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        flag, eq, _ = arg.partition("=")
-        if flag in SECRET_FLAGS and eq:
-            out.append(f"{flag}={REDACTED}")
-        else:
-            out.append(arg)
-            hide_next = arg in SECRET_FLAGS
-    return out
+    """A copy of ``argv`` safe to log or record (``cluster.secrets.redact_args``)."""
+    return redact_args(argv)

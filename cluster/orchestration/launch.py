@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from pydantic import SecretStr
 
 from cluster import facts
 from cluster.config.models import HostConfig, Inventory, Profile, format_split
@@ -46,6 +47,7 @@ from cluster.orchestration.failures import (
     worker_first,
 )
 from cluster.store import Store
+from cluster.transport.base import Transport
 from cluster.transport.pool import HostPool
 
 log = structlog.get_logger(__name__)
@@ -69,6 +71,24 @@ class LaunchResult:
     split: str
     builds: dict[str, dict[str, Any]]
     survivors: list[str] = field(default_factory=list)
+
+
+# The key reaches the head on stdin and lands in a file only its owner can read; it is
+# never in an argv (``ps`` shows every argv to every user of the head).
+KEY_SCRIPT = r"""
+umask 077
+mkdir -p -- "$(dirname -- "$1")" && cat > "$1.new" && chmod 600 -- "$1.new" \
+  && mv -f -- "$1.new" "$1"
+"""
+
+
+async def write_key_file(transport: Transport, run_dir: str, key: SecretStr) -> str:
+    """Put the API key in ``RUN_DIR/llama-server.key`` (mode 0600) on the head; its path."""
+    path = f"{run_dir}/{LLAMA_SERVER}.key"
+    await transport.run(
+        ["sh", "-c", KEY_SCRIPT, "clusterctl", path], stdin=key.get_secret_value(), check=True
+    )
+    return path
 
 
 def _link_counter_argv(interface: str) -> list[str]:
@@ -164,6 +184,9 @@ class Launcher:
         head = self.head
         build = self.host_builds[head.name]
         endpoints = [host.rpc_endpoint for host in self.rpc_hosts]
+        key_file = None
+        if self.api_key is not None:
+            key_file = await write_key_file(self.pool[head.name], head.run_dir, self.api_key)
         try:
             argv = commands.llama_server_argv(
                 self.profile,
@@ -172,7 +195,7 @@ class Launcher:
                 build.usable(),
                 head=head,
                 model_path=self.profile.model,
-                api_key=self.api_key,
+                api_key_file=key_file,
             )
         except commands.MissingCapabilityError as exc:
             raise ConfigError(str(exc), file=f"playbooks/{self.profile.name}.toml") from None

@@ -264,7 +264,9 @@ def test_api_key_comes_from_the_named_variable_and_stays_secret(tmp_path: Path) 
         'model = "/m"\nrpc_hosts = []\ntensor_split = "1"\napi_key_env = "MY_KEY"\n',
     )
     profile = load_profile(playbooks, "k")
-    assert profile.api_key({}) is None
+    for unset in ({}, {"MY_KEY": ""}):
+        with pytest.raises(ConfigError, match="api_key_env: names the environment variable MY_KEY"):
+            profile.api_key(unset)
     secret = profile.api_key({"MY_KEY": "hunter2"})
     assert secret is not None and secret.get_secret_value() == "hunter2"
     assert "hunter2" not in repr(secret)
@@ -283,3 +285,27 @@ def test_the_build_table_is_checked(tmp_path: Path) -> None:
     build = load_inventory(hosts).build
     assert build.backend == "hip" and build.cmake_options == ["-DAMDGPU_TARGETS=gfx1151"]
     assert build.recipe().cache_name.startswith("0.3.36-hip-")
+
+
+@pytest.mark.parametrize(
+    ("keys", "error"),
+    [
+        ('bind_host = "0.0.0.0"\n', "bind_host 0.0.0.0 exposes llama-server"),
+        ('bind_host = "10.0.0.5"\n', "bind_host 10.0.0.5 exposes llama-server"),
+        ('bind_host = "0.0.0.0"\napi_key_env = "K"\n', None),
+        ('bind_host = "0.0.0.0"\nallow_unauthenticated = true\n', None),
+        ('bind_host = "127.0.0.2"\n', None),
+        ('extra_args = ["--api-key", "x"]\n', "--api-key are set by the profile's own keys"),
+    ],
+)
+def test_llama_server_is_not_exposed_without_a_key(
+    tmp_path: Path, keys: str, error: str | None
+) -> None:
+    playbooks = tmp_path / "pb"
+    write(playbooks, "p.toml", 'model = "/m"\nrpc_hosts = []\ntensor_split = "1"\n' + keys)
+    if error is None:
+        profile = load_profile(playbooks, "p")
+        assert profile.exposed == ("allow_unauthenticated" in keys)
+    else:
+        with pytest.raises(ConfigError, match=error):
+            load_profile(playbooks, "p")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from cluster.config.models import HostConfig, Profile
 from cluster.llamacpp.capabilities import (
@@ -277,7 +276,7 @@ def server_argv(caps: Capabilities, **kwargs: Any) -> list[str]:
         caps,
         head=kwargs.pop("head", host(name="evo", link_address="10.99.0.1")),
         model_path=prof.model,
-        api_key=kwargs.pop("api_key", None),
+        api_key_file=kwargs.pop("api_key_file", None),
     )
 
 
@@ -346,7 +345,7 @@ def test_llama_server_argv_legacy_generation_uses_its_direct_io_flag() -> None:
 @pytest.mark.parametrize("caps", [CURRENT, LEGACY], ids=["current", "legacy"])
 def test_every_flag_we_emit_is_in_that_builds_help(caps: Capabilities) -> None:
     prof = profile(threads=4)
-    argv = server_argv(caps, prof=prof, api_key=SecretStr("k"))[1:]
+    argv = server_argv(caps, prof=prof, api_key_file="/run/k")[1:]
     emitted = {arg for arg in argv if arg.startswith("-") and not arg[1:2].isdigit()}
     assert emitted <= caps.server_flags
     rpc_argv = rpc_server_argv(host(rpc_devices=["CPU"], rpc_threads=2), caps, cache=True)
@@ -392,23 +391,30 @@ def test_command_prefix_and_extra_args_order() -> None:
     assert after(argv, "-t") == "6"
 
 
-def test_api_key_is_passed_but_redacted() -> None:
-    argv = server_argv(CURRENT, api_key=SecretStr("s3cret-key"))
-    assert after(argv, "--api-key") == "s3cret-key"
+def test_the_api_key_goes_by_file_and_secrets_in_extra_args_are_redacted() -> None:
+    argv = server_argv(CURRENT, api_key_file="/home/u/run/llama-server.key")
+    assert after(argv, "--api-key-file") == "/home/u/run/llama-server.key"
+    assert "--api-key" not in argv
+    no_file = replace(CURRENT, server_flags=CURRENT.server_flags - {"--api-key-file"})
+    with pytest.raises(MissingCapabilityError, match="--api-key-file"):
+        server_argv(no_file, api_key_file="/k")
+    # What a user put in extra_args, in either spelling, never reaches a record.
+    argv = server_argv(
+        CURRENT, prof=profile(extra_args=["--hf-token", "hf_abc", "--api-key=s3cret", "-hft", "x"])
+    )
     shown = redact(argv)
-    assert "s3cret-key" not in " ".join(shown)
-    assert after(shown, "--api-key") == "***"
+    assert not {"hf_abc", "--api-key=s3cret", "x"} & set(shown)
+    assert shown[-5:] == ["--hf-token", "***", "--api-key=***", "-hft", "***"]
     assert len(shown) == len(argv)
-    assert redact(["llama-server", "--api-key=s3cret-key", "--port", "1"]) == [
-        "llama-server",
-        "--api-key=***",
-        "--port",
-        "1",
-    ]
-    assert redact(["llama-server", "--api-key-file", "/etc/keys"]) == [
+    assert redact(
+        ["env", "HF_TOKEN=abc", "LLAMA_CACHE=/c", "llama-server", "--api-key-file", "/k"]
+    ) == [
+        "env",
+        "HF_TOKEN=***",
+        "LLAMA_CACHE=/c",
         "llama-server",
         "--api-key-file",
-        "/etc/keys",
+        "/k",
     ]
 
 
