@@ -40,6 +40,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cluster.errors import StoreError
+from cluster.secrets import redact_record
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -161,13 +162,18 @@ class Store:
         self.path = state_dir / "clusterctl.db"
         self.busy_timeout_s = busy_timeout_s
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
+            # Owner only: log tails and configs recorded here can hold paths and environment.
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StoreError(
                 str(state_dir), f"cannot create the state directory: {_reason(exc)}"
             ) from None
         with self._mapped():
+            fresh = not self.path.exists()
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_s)
+            if fresh:
+                self.path.touch(mode=0o600)
+                self.path.chmod(0o600)
         try:
             with self._mapped():
                 self._db.row_factory = sqlite3.Row
@@ -254,7 +260,7 @@ class Store:
                     kind,
                     profile,
                     time.time(),
-                    json.dumps(config, default=str),
+                    json.dumps(redact_record(config), default=str),
                     os.getpid(),
                     socket.gethostname(),
                 ),
@@ -431,7 +437,7 @@ class Store:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO events (run_id, at, kind, data_json) VALUES (?, ?, ?, ?)",
-                (run_id, time.time(), kind, json.dumps(data, default=str)),
+                (run_id, time.time(), kind, json.dumps(redact_record(data), default=str)),
             )
 
     def events(self, run_id: int) -> list[tuple[float, str, dict[str, Any]]]:
