@@ -258,3 +258,27 @@ def link_loads(
         if load is not None:
             loads.append(load)
     return loads
+
+
+class LoadTraffic:
+    """The workers' link counters around one load: ``start`` before the rpc-servers start
+    (or, when they are kept, before llama-server does), ``finish`` when the load is done."""
+
+    def __init__(
+        self,
+        pool: HostPool,
+        serving: Sequence[HostConfig],
+        rpc_hosts: Sequence[HostConfig],
+        head: str,
+    ) -> None:
+        self.pool = pool
+        self.serving = list(serving)
+        self.measured = workers(rpc_hosts, head)
+        self.before: dict[str, Counters | None] = {}
+
+    async def start(self) -> None:
+        self.before = await read_counters(self.pool, self.measured)
+
+    async def finish(self, seconds: float, capacities: Mapping[str, Capacity]) -> list[LinkLoad]:
+        after = await read_counters(self.pool, self.measured)
+        return link_loads(self.measured, self.serving, self.before, after, seconds, capacities)

@@ -18,6 +18,7 @@ from cluster.orchestration.linkstats import (
     Capacity,
     Counters,
     LinkLoad,
+    LoadTraffic,
     counters_command,
     link_load,
     link_loads,
@@ -165,6 +166,37 @@ def test_local_hosts_on_one_interface_share_its_counters() -> None:
     assert not shared(b, [b])
 
 
+def send_over_lo(size: int) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            peer, _ = server.accept()
+            client.sendall(b"x" * size)
+            received = 0
+            while received < size:
+                received += len(peer.recv(1 << 16))
+            peer.close()
+
+
+def test_load_traffic_measures_the_workers_not_the_head() -> None:
+    head = host("a", "lo", "local", "127.0.0.2")
+    b = host("b", "lo", "local", "127.0.0.3")
+    c = host("c", "lo", "local", "127.0.0.4")
+
+    async def go() -> list[LinkLoad]:
+        async with HostPool([head, b, c]) as pool:
+            traffic = LoadTraffic(pool, [head, b, c], [head, b, c], "a")
+            await traffic.start()
+            send_over_lo(2_000_000)
+            return await traffic.finish(0.5, {"b": Capacity(1e9)})
+
+    loads = asyncio.run(go())
+    assert [load.worker for load in loads] == ["b", "c"]
+    assert all(load.shared and load.bytes >= 2_000_000 for load in loads)
+    assert (loads[0].capacity_bps, loads[1].capacity_bps) == (1e9, None)
+    assert loads[0].throughput_bps >= 32e6
+
+
 def test_read_counters_from_a_real_interface_and_a_missing_one() -> None:
     lo = host("a", "lo", "local", "127.0.0.2")
     missing = host("b", "nosuch0", "local", "127.0.0.3")
@@ -172,15 +204,7 @@ def test_read_counters_from_a_real_interface_and_a_missing_one() -> None:
     async def go() -> tuple[dict[str, Counters | None], dict[str, Counters | None]]:
         async with HostPool([lo, missing]) as pool:
             before = await read_counters(pool, [lo, missing])
-            with socket.create_server(("127.0.0.1", 0)) as server:
-                port = server.getsockname()[1]
-                with socket.create_connection(("127.0.0.1", port)) as client:
-                    peer, _ = server.accept()
-                    client.sendall(b"x" * 1_000_000)
-                    received = 0
-                    while received < 1_000_000:
-                        received += len(peer.recv(1 << 16))
-                    peer.close()
+            send_over_lo(1_000_000)
             return before, await read_counters(pool, [lo, missing])
 
     before, after = asyncio.run(go())
