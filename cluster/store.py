@@ -8,10 +8,12 @@ and committed at once, so a controller killed at any moment loses nothing it rec
 - ``results``: one measured point or case inside a run, keyed so it is written once: what
   was asked (``spec``), what was measured (``metrics``), and for a failure its class,
   evidence line and the log tails of every component;
-- ``events``: a time line of what happened, for reports and post-mortems.
+- ``events``: a time line of what happened, for reports and post-mortems;
+- ``throughput``: each link throughput ``health`` measured from the head to a worker, so a
+  later ``health`` can show the last one with its age instead of measuring again.
 
 The schema version lives in ``PRAGMA user_version``; ``migrate`` brings an older file up,
-one step per version, each in its own transaction.
+one step per version (``cluster.schema``), each in its own transaction.
 
 A run records the controller's pid and host, so a run left ``running`` by a controller
 that was killed can be told from one still going (``Run.stale``).
@@ -40,62 +42,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from cluster.errors import StoreError
+from cluster.schema import MIGRATIONS, SCHEMA_VERSION
 from cluster.secrets import redact_record
 
-_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,
-    profile TEXT,
-    status TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    config_json TEXT NOT NULL DEFAULT '{}',
-    summary_json TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    number INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    outcome TEXT NOT NULL,
-    failure_class TEXT,
-    evidence TEXT,
-    load_seconds REAL,
-    split TEXT,
-    builds_json TEXT NOT NULL DEFAULT '{}',
-    log_tails_json TEXT NOT NULL DEFAULT '{}',
-    UNIQUE (run_id, number)
-);
-CREATE TABLE IF NOT EXISTS results (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    key TEXT NOT NULL,
-    status TEXT NOT NULL,
-    failure_class TEXT,
-    metrics_json TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    UNIQUE (run_id, key)
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER REFERENCES runs(id),
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    data_json TEXT NOT NULL DEFAULT '{}'
-);
-"""
-_SCHEMA_V2 = """
-ALTER TABLE results ADD COLUMN spec_json TEXT NOT NULL DEFAULT '{}';
-ALTER TABLE results ADD COLUMN evidence TEXT;
-ALTER TABLE results ADD COLUMN log_tails_json TEXT NOT NULL DEFAULT '{}';
-ALTER TABLE runs ADD COLUMN controller_pid INTEGER;
-ALTER TABLE runs ADD COLUMN controller_host TEXT;
-"""
-# Index i brings a file from version i to version i + 1.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
-SCHEMA_VERSION = len(_MIGRATIONS)
 # A write transaction lasts milliseconds; waiting this long for one means something else
 # holds the database (a sqlite3 shell in a transaction, a hung process).
 BUSY_TIMEOUT_S = 30.0
@@ -153,6 +102,15 @@ class Attempt(BaseModel):
     split: str | None
     builds: dict[str, Any]
     log_tails: dict[str, str]
+
+
+class Throughput(BaseModel):
+    """One iperf3 measurement of the link from ``head`` to ``worker``, at ``at`` (epoch s)."""
+
+    head: str
+    worker: str
+    bps: float
+    at: float
 
 
 class Store:
@@ -224,7 +182,7 @@ class Store:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version >= SCHEMA_VERSION:
                     return
-                for statement in _MIGRATIONS[version].split(";"):
+                for statement in MIGRATIONS[version].split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {version + 1}")
@@ -445,6 +403,24 @@ class Store:
             "SELECT at, kind, data_json FROM events WHERE run_id = ? ORDER BY id", (run_id,)
         )
         return [(row["at"], row["kind"], json.loads(row["data_json"])) for row in rows]
+
+    # link throughput
+    def record_throughput(self, measured: Throughput) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO throughput (head, worker, bps, at) VALUES (?, ?, ?, ?)",
+                (measured.head, measured.worker, measured.bps, measured.at),
+            )
+
+    def last_throughputs(self, head: str) -> dict[str, Throughput]:
+        """The newest measurement from ``head`` to each worker it was measured to."""
+        # With one MAX(), SQLite takes the bare columns from the row holding the maximum.
+        rows = self._read(
+            "SELECT head, worker, bps, MAX(at) AS at FROM throughput WHERE head = ? "
+            "GROUP BY worker",
+            (head,),
+        )
+        return {row["worker"]: Throughput.model_validate(dict(row)) for row in rows}
 
 
 def _decoded(row: sqlite3.Row) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from cluster.orchestration import control
 from cluster.orchestration.endpoint import served_endpoint
 from cluster.orchestration.health import failed, gate, run_health
 from cluster.orchestration.launch import Launcher
+from cluster.orchestration.throughput import DEFAULT_MAX_AGE_H, Mode, plan_from
 from cluster.store import Store
 from cluster.transport.pool import HostPool
 
@@ -105,21 +106,54 @@ def health(
         str | None, typer.Argument(help="Also check this profile's model and memory fit.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_HEALTH_JSON")] = False,
+    measure: Annotated[
+        bool,
+        typer.Option(
+            "--throughput",
+            envvar="CLUSTERCTL_HEALTH_THROUGHPUT",
+            help="Measure the link throughput (iperf3) now, whatever the last one's age.",
+        ),
+    ] = False,
     quick: Annotated[
         bool,
-        typer.Option(envvar="CLUSTERCTL_HEALTH_QUICK", help="Skip the iperf3 throughput test."),
+        typer.Option(
+            envvar="CLUSTERCTL_HEALTH_QUICK",
+            help="Never measure the throughput; show the last measurement and its age.",
+        ),
     ] = False,
+    max_age_h: Annotated[
+        float,
+        typer.Option(
+            "--throughput-max-age",
+            envvar="CLUSTERCTL_HEALTH_THROUGHPUT_MAX_AGE",
+            metavar="HOURS",
+            help="Measure a path whose last measurement is older than this (0: every time).",
+        ),
+    ] = DEFAULT_MAX_AGE_H,
 ) -> None:
-    """Is every host fit to serve? Exit 0 when nothing failed, 1 otherwise."""
+    """Is every host fit to serve? Exit 0 when nothing failed, 1 otherwise.
+
+    The link throughput is measured only for a path never measured, or last measured more
+    than --throughput-max-age hours ago, or with --throughput; otherwise the last
+    measurement is shown with its age.
+    """
     c = context_of(ctx)
     inventory, _ = c.load()
     chosen = c.profile(profile) if profile else None
+    if measure and quick:
+        raise ConfigError("--throughput measures, --quick does not: give one", key="--quick")
+    mode = Mode.MEASURE if measure else Mode.SKIP if quick else Mode.WHEN_OLD
+    with c.store() as store:
+        try:
+            plan = plan_from(store, inventory.cluster.head, mode, max_age_h)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="--throughput-max-age") from None
 
-    async def go() -> list[Any]:
-        async with HostPool(inventory.hosts.values()) as pool:
-            return await run_health(pool, inventory, chosen, measure_throughput=not quick)
+        async def go() -> list[Any]:
+            async with HostPool(inventory.hosts.values()) as pool:
+                return await run_health(pool, inventory, chosen, throughput=plan)
 
-    checks = run_async(go)
+        checks = run_async(go)
     if as_json:
         print_json({"ok": not failed(checks), "checks": [check.as_dict() for check in checks]})
     else:
@@ -172,6 +206,7 @@ def up(
                     inventory,
                     chosen,
                     show=lambda checks: render.health(err, checks, problems_only=True),
+                    throughput=plan_from(launcher.store, inventory.cluster.head, Mode.SKIP),
                 )
             return await launcher.up()
 

@@ -8,6 +8,7 @@ gathers the facts and evaluates them. The CLI exits 0 when no check failed, 1 ot
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -18,8 +19,10 @@ from cluster.config.resolve import devices_for, serving_hosts
 from cluster.errors import LaunchError
 from cluster.facts import is_wildcard_or_public
 from cluster.llamacpp import identity
-from cluster.orchestration.hostfacts import HostFacts, gather
+from cluster.orchestration.hostfacts import HostFacts, PathFacts, gather
 from cluster.orchestration.modelcheck import ModelReport, model_shard_paths, read_model_report
+from cluster.orchestration.throughput import Plan, age_text
+from cluster.store import Throughput
 from cluster.transport.pool import HostPool
 
 GIB = 1024**3
@@ -79,7 +82,7 @@ def _link_checks(f: HostFacts) -> list[Check]:
     return [_ok(f.name, "link", "up", f"{host.link_interface} up with {want}")]
 
 
-def _path_checks(head: HostFacts, found: dict[str, HostFacts]) -> list[Check]:
+def _path_checks(head: HostFacts, found: dict[str, HostFacts], plan: Plan | None) -> list[Check]:
     checks = []
     for path in head.paths:
         worker = found[path.worker].host
@@ -114,21 +117,32 @@ def _path_checks(head: HostFacts, found: dict[str, HostFacts]) -> list[Check]:
             checks.append(
                 _ok(head.name, rtt_label, f"{path.rtt_ms:.2f} ms", "link round trip (ping)")
             )
-        speed_label = f"throughput→{path.worker}"
-        if path.throughput_bps is None:
-            checks.append(
-                _warn(head.name, speed_label, "-", path.throughput_note or "not measured")
-            )
-        else:
-            checks.append(
-                _ok(
-                    head.name,
-                    speed_label,
-                    f"{path.throughput_bps / 1e9:.2f} Gbit/s",
-                    "iperf3 over the link",
-                )
-            )
+        checks.append(_throughput_check(head.name, path, plan))
     return checks
+
+
+def _gbits(bps: float) -> str:
+    return f"{bps / 1e9:.2f} Gbit/s"
+
+
+def _throughput_check(head: str, path: PathFacts, plan: Plan | None) -> Check:
+    """Measured now; else the last measurement with its age (``plan``), or why there is none."""
+    label = f"throughput→{path.worker}"
+    if path.throughput_bps is not None:
+        return _ok(head, label, _gbits(path.throughput_bps), "iperf3 over the link, measured now")
+    note = path.throughput_note or "not measured"
+    last = plan.last.get(path.worker) if plan is not None else None
+    if plan is None:
+        return _warn(head, label, "-", note)
+    if last is None:
+        if plan.due(path.worker):  # it was to be measured and could not be
+            return _warn(head, label, "-", note)
+        return _warn(head, label, "-", "never measured (--throughput measures it)")
+    age = age_text(plan.now - last.at)
+    if plan.due(path.worker):
+        return _warn(head, label, "-", f"{note}; last {_gbits(last.bps)} measured {age}")
+    detail = f"iperf3 over the link, measured {age}; {plan.not_measured(path.worker)}"
+    return _ok(head, label, _gbits(last.bps), detail)
 
 
 def _build_checks(found: dict[str, HostFacts], rpc_hosts: set[str], head: str) -> list[Check]:
@@ -273,8 +287,10 @@ def evaluate(
     found: dict[str, HostFacts],
     profile: Profile | None = None,
     model: ModelReport | None = None,
+    throughput: Plan | None = None,
 ) -> list[Check]:
-    """Turn gathered facts into checks; pure, so every verdict is unit-testable."""
+    """Turn gathered facts into checks; pure, so every verdict is unit-testable. With a
+    ``throughput`` plan, a path not measured now shows its last measurement and its age."""
     head = inventory.cluster.head
     rpc_hosts = set(profile.rpc_hosts) if profile else set(found) - {head}
     checks: list[Check] = []
@@ -298,7 +314,7 @@ def evaluate(
         checks.append(_stray_check(f, managed_pids))
     checks.extend(_build_checks(found, rpc_hosts, head))
     if head in found and found[head].reachable:
-        checks.extend(_path_checks(found[head], found))
+        checks.extend(_path_checks(found[head], found, throughput))
     if model is not None:
         checks.extend(_model_checks(model, head))
     order = {name: index for index, name in enumerate(found)}
@@ -315,8 +331,13 @@ async def run_health(
     profile: Profile | None = None,
     *,
     measure_throughput: bool = True,
+    throughput: Plan | None = None,
 ) -> list[Check]:
-    """Gather facts from the hosts that matter (all, or the profile's) and judge them."""
+    """Gather facts from the hosts that matter (all, or the profile's) and judge them.
+
+    With a ``throughput`` plan, the paths it says are due are measured (instead of all or
+    none, as ``measure_throughput`` says) and each measurement is given to its ``record``.
+    """
     if profile is not None:
         devices_for(inventory, profile)  # a split that does not match the cluster is a ConfigError
         names = [host.name for host in serving_hosts(inventory, profile)]
@@ -325,12 +346,24 @@ async def run_health(
         names = list(inventory.hosts)
         shard_paths = None
     found = await gather(
-        pool, inventory, names, model_paths=shard_paths, measure_throughput=measure_throughput
+        pool,
+        inventory,
+        names,
+        model_paths=shard_paths,
+        measure_throughput=throughput.due if throughput is not None else measure_throughput,
     )
+    head = found.get(inventory.cluster.head)
+    if throughput is not None and head is not None:
+        for path in head.paths:
+            if path.throughput_bps is not None:
+                measured = Throughput(
+                    head=head.name, worker=path.worker, bps=path.throughput_bps, at=time.time()
+                )
+                throughput.record(measured)
     model = None
     if profile is not None and found[inventory.cluster.head].reachable:
         model = await read_model_report(pool, inventory, profile, found)
-    return evaluate(inventory, found, profile, model)
+    return evaluate(inventory, found, profile, model, throughput)
 
 
 async def gate(
@@ -338,13 +371,17 @@ async def gate(
     inventory: Inventory,
     profile: Profile,
     show: Callable[[list[Check]], None] = lambda checks: None,
+    throughput: Plan | None = None,
 ) -> None:
     """The health gate in front of a launch: raise LaunchError naming every failed check.
 
     ``show`` gets every check (the CLI shows those that are not ok, and counts the rest)
-    before the error is raised.
+    before the error is raised. The gate measures no throughput; with a ``throughput``
+    plan (``Mode.SKIP``) it shows the last measurements.
     """
-    checks = await run_health(pool, inventory, profile, measure_throughput=False)
+    checks = await run_health(
+        pool, inventory, profile, measure_throughput=False, throughput=throughput
+    )
     if failed(checks):
         show(checks)
         problems = "; ".join(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cluster import facts
@@ -22,6 +23,9 @@ from cluster.transport.base import Transport
 from cluster.transport.pool import HostPool
 
 IPERF_PORT = 5201
+
+# Whether to measure the throughput to the workers: all, none, or those a predicate names.
+Measure = bool | Callable[[str], bool]
 
 
 @dataclass
@@ -122,9 +126,10 @@ async def _gather_one(transport: Transport, want_rpc_probe: bool) -> HostFacts:
 
 
 async def _paths_from_head(
-    pool: HostPool, head: HostFacts, workers: list[HostFacts], measure_throughput: bool
+    pool: HostPool, head: HostFacts, workers: list[HostFacts], measure_throughput: Measure
 ) -> None:
-    """Route, round trip and (where iperf3 exists on both ends) throughput head -> worker."""
+    """Route, round trip and (where asked, and iperf3 exists on both ends) throughput
+    head -> worker."""
     transport = pool[head.name]
     for worker in workers:
         destination = str(worker.host.link_address)
@@ -138,8 +143,11 @@ async def _paths_from_head(
             facts.ping_command(destination, head.host.link_interface), timeout=15
         )
         path.rtt_ms = facts.parse_ping(ping.stdout)
-        if not measure_throughput:
-            path.throughput_note = "not measured (--quick)"
+        wanted = (
+            measure_throughput(worker.name) if callable(measure_throughput) else measure_throughput
+        )
+        if not wanted:
+            path.throughput_note = "not measured"
         elif not (head.has_iperf and worker.has_iperf):
             path.throughput_note = "iperf3 missing on " + (
                 worker.name if head.has_iperf else head.name
@@ -185,10 +193,11 @@ async def gather(
     names: list[str],
     *,
     model_paths: list[str] | None = None,
-    measure_throughput: bool = True,
+    measure_throughput: Measure = True,
     probe_rpc: bool = True,
 ) -> dict[str, HostFacts]:
-    """Facts of every named host; the head also measures its path to each other host."""
+    """Facts of every named host; the head also measures its path to each other host (the
+    throughput to every worker, to none, or to those ``measure_throughput(worker)`` names)."""
     results = await asyncio.gather(*(_gather_one(pool[name], probe_rpc) for name in names))
     found = {f.name: f for f in results}
     head = found.get(inventory.cluster.head)

@@ -26,7 +26,7 @@ def failures(checks: list[dict[str, str]]) -> list[tuple[str, str, str]]:
 
 def test_good_cluster_passes_every_check(cluster: Cluster, tiny_model: Path) -> None:
     cluster.write_profile("tiny", tiny_model)
-    code, document, checks = health(cluster, "tiny")
+    code, document, checks = health(cluster, "tiny", "--throughput")
     assert failures(checks) == []
     assert code == 0 and document["ok"] is True
     by_name = {(c["host"], c["name"]): c for c in checks}
@@ -38,6 +38,32 @@ def test_good_cluster_passes_every_check(cluster: Cluster, tiny_model: Path) -> 
     assert by_name[("evo", "model")]["level"] == "ok"
     assert {c["host"] for c in checks if c["name"] == "fit"} == {"evo", "bee"}
     assert "ms" in by_name[("bee", "ssh")]["value"]
+
+
+def test_throughput_is_kept_and_shown_with_its_age_until_it_is_too_old(cluster: Cluster) -> None:
+    """A path never measured is measured; the next health shows that measurement and its
+    age without running iperf3 again; --throughput-max-age 0 measures again; --quick never."""
+
+    def throughput(*args: str) -> dict[str, str]:
+        code, _, checks = health(cluster, *args)
+        assert code == 0, checks
+        [row] = [c for c in checks if c["name"] == "throughput→bee"]
+        return row
+
+    first = throughput()
+    assert first["detail"] == "iperf3 over the link, measured now"
+    assert first["level"] == "ok"
+    again = throughput()
+    assert again["value"] == first["value"] and again["level"] == "ok"
+    assert again["detail"].startswith("iperf3 over the link, measured ")
+    assert again["detail"].endswith(
+        " s ago; not measured now: younger than the maximum age of 24 h (--throughput measures now)"
+    )
+    assert throughput("--throughput-max-age", "0")["detail"] == "iperf3 over the link, measured now"
+    assert throughput("--quick")["detail"].endswith("; not measured now (--quick)")
+    with cluster.store() as store:
+        kept = store._db.execute("SELECT head, worker FROM throughput").fetchall()
+    assert [tuple(row) for row in kept] == [("evo", "bee"), ("evo", "bee")]
 
 
 def test_link_down_fails(cluster: Cluster, bed: object) -> None:

@@ -143,3 +143,21 @@ def test_the_health_gate_of_up_counts_the_ok_checks_it_does_not_show(
     assert ok > 0 and summary[0].endswith(f"({ok} ok not shown)")
     # The ok rows themselves are not in the table: the hosts' ssh checks are ok here.
     assert "local connection and a command" not in result.stderr
+
+
+def test_health_throughput_options_that_cannot_be_honoured_are_one_line(
+    config: dict[str, str],
+) -> None:
+    both = clusterctl("health", "--throughput", "--quick", env=config)
+    assert both.returncode == 2
+    assert (
+        one_error_line(both) == "error: --quick: --throughput measures, --quick does not: give one"
+    )
+    for bad in ("-1", "nan"):
+        result = clusterctl("health", "--throughput-max-age", bad, env=config)
+        assert result.returncode == 2
+        assert one_error_line(result).startswith(
+            "error: --throughput-max-age: the maximum age must be >= 0 hours"
+        )
+    from_env = clusterctl("health", env={**config, "CLUSTERCTL_HEALTH_THROUGHPUT_MAX_AGE": "-2"})
+    assert from_env.returncode == 2 and "--throughput-max-age" in one_error_line(from_env)

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import EXIT_STORE, StoreError
-from cluster.store import _SCHEMA_V1, SCHEMA_VERSION, Store
+from cluster.schema import SCHEMA_V1, SCHEMA_V2, SCHEMA_VERSION
+from cluster.store import Store, Throughput
 
 
 def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "clusterctl.db", isolation_level=None)
-    db.executescript(f"BEGIN;{_SCHEMA_V1}PRAGMA user_version = 1;COMMIT;")
+    db.executescript(f"BEGIN;{SCHEMA_V1}PRAGMA user_version = 1;COMMIT;")
     db.execute(
         "INSERT INTO runs (kind, profile, status, started_at) VALUES ('launch', 'p', 'ok', 1.0)"
     )
@@ -24,11 +25,38 @@ def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None
     db.close()
     with Store(tmp_path) as store:
         version = store._db.execute("PRAGMA user_version").fetchone()[0]
-        assert version == SCHEMA_VERSION == 2
+        assert version == SCHEMA_VERSION == 3
         (old,) = store.results(1)
         assert (old.key, old.spec, old.log_tails, old.evidence) == ("old", {}, {}, None)
         run = store.run(1)
         assert run is not None and run.controller_pid is None and not run.stale
+
+
+def test_a_version_2_file_gets_the_throughput_table(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "clusterctl.db", isolation_level=None)
+    db.executescript(f"BEGIN;{SCHEMA_V1}{SCHEMA_V2}PRAGMA user_version = 2;COMMIT;")
+    db.close()
+    with Store(tmp_path) as store:
+        assert store.last_throughputs("evo") == {}
+        store.record_throughput(Throughput(head="evo", worker="bee", bps=9.4e8, at=100.0))
+        assert store.last_throughputs("evo")["bee"].bps == 9.4e8
+
+
+def test_the_last_throughput_of_each_path_is_the_newest(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        for worker, bps, at in [
+            ("bee", 9.0e8, 100.0),
+            ("bee", 9.5e8, 300.0),
+            ("bee", 8.0e8, 200.0),  # recorded later, measured earlier
+            ("ant", 1.0e9, 50.0),
+        ]:
+            store.record_throughput(Throughput(head="evo", worker=worker, bps=bps, at=at))
+        store.record_throughput(Throughput(head="bee", worker="evo", bps=1.0, at=999.0))
+        last = store.last_throughputs("evo")
+    assert last == {
+        "bee": Throughput(head="evo", worker="bee", bps=9.5e8, at=300.0),
+        "ant": Throughput(head="evo", worker="ant", bps=1.0e9, at=50.0),
+    }
 
 
 def test_two_stores_opening_a_new_file_migrate_it_once(tmp_path: Path) -> None:
