@@ -83,6 +83,8 @@ def test_reachable_binds_are_direct(transport: str, bind: str, url: str) -> None
     head: dict[str, Any] = {"transport": transport}
     if transport == "ssh":
         head["ssh_target"] = "evo.lan"
-    reach = served_endpoint(inventory(**head), profile(bind_host=bind))
+    # A bind beyond the loopback needs an API key (the profile refuses one without).
+    keyed = {} if bind == "127.0.0.1" else {"api_key_env": "LLAMA_API_KEY"}
+    reach = served_endpoint(inventory(**head), profile(bind_host=bind, **keyed))
     assert (reach.url, reach.access, reach.tunnel) == (url, Access.DIRECT, ())
     assert reach.explain() == f"{url} is reachable directly from this machine"
