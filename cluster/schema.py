@@ -70,6 +70,11 @@ CREATE TABLE IF NOT EXISTS throughput (
 );
 CREATE INDEX IF NOT EXISTS throughput_path ON throughput (head, worker, at);
 """
+# Version 4: what each worker's link carried during a load, against its capacity
+# (orchestration/linkstats: a list of LinkLoad records per attempt).
+SCHEMA_V4 = """
+ALTER TABLE attempts ADD COLUMN links_json TEXT NOT NULL DEFAULT '[]';
+"""
 # Index i brings a file from version i to version i + 1.
-MIGRATIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+MIGRATIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,7 +4,8 @@ One file, ``clusterctl.db`` in the state directory, in WAL mode, written as thin
 and committed at once, so a controller killed at any moment loses nothing it recorded.
 
 - ``runs``: one job (a launch now; a bench, screen or sweep later) with its resolved config;
-- ``attempts``: one load of the cluster inside a run, with its failure class and log tails;
+- ``attempts``: one load of the cluster inside a run, with its failure class and log tails,
+  and what each worker's link carried during it (``links``: ``linkstats.LinkLoad``);
 - ``results``: one measured point or case inside a run, keyed so it is written once: what
   was asked (``spec``), what was measured (``metrics``), and for a failure its class,
   evidence line and the log tails of every component;
@@ -34,7 +35,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cluster.errors import StoreError
+from cluster.orchestration.linkstats import LinkLoad
 from cluster.schema import MIGRATIONS, SCHEMA_VERSION
 from cluster.secrets import redact_record
 
@@ -102,6 +104,7 @@ class Attempt(BaseModel):
     split: str | None
     builds: dict[str, Any]
     log_tails: dict[str, str]
+    links: list[LinkLoad] = []  # each worker's link during the load (schema v4)
 
 
 class Throughput(BaseModel):
@@ -318,13 +321,14 @@ class Store:
         evidence: str | None = None,
         log_tails: dict[str, str] | None = None,
         builds: dict[str, Any] | None = None,
+        links: Sequence[LinkLoad] = (),
     ) -> None:
         """Close an attempt; ``builds`` replaces what start_attempt knew when given."""
         with self._tx() as db:
             db.execute(
                 "UPDATE attempts SET outcome = ?, finished_at = ?, load_seconds = ?, "
                 "failure_class = ?, evidence = ?, log_tails_json = ?, "
-                "builds_json = COALESCE(?, builds_json) WHERE id = ?",
+                "builds_json = COALESCE(?, builds_json), links_json = ? WHERE id = ?",
                 (
                     outcome,
                     time.time(),
@@ -333,6 +337,7 @@ class Store:
                     evidence,
                     json.dumps(log_tails or {}),
                     json.dumps(builds) if builds is not None else None,
+                    json.dumps([link.model_dump() for link in links]),
                     attempt_id,
                 ),
             )

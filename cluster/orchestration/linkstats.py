@@ -36,12 +36,15 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster.config.models import HostConfig
 from cluster.errors import ClusterError
-from cluster.transport.pool import HostPool
+
+if TYPE_CHECKING:  # the record (LinkLoad) is read by the store: keep its imports light
+    from cluster.config.models import HostConfig
+    from cluster.transport.pool import HostPool
 
 # FNV-1a over a tensor on one core of the head (LLAMACPP.md: 0.87 GB/s measured).
 HASH_BYTES_PER_S = 0.9e9

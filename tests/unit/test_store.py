@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import EXIT_STORE, StoreError
-from cluster.schema import SCHEMA_V1, SCHEMA_V2, SCHEMA_VERSION
+from cluster.orchestration.linkstats import LinkLoad
+from cluster.schema import SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_VERSION
 from cluster.store import Store, Throughput
 
 
@@ -25,7 +26,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None
     db.close()
     with Store(tmp_path) as store:
         version = store._db.execute("PRAGMA user_version").fetchone()[0]
-        assert version == SCHEMA_VERSION == 3
+        assert version == SCHEMA_VERSION == 4
         (old,) = store.results(1)
         assert (old.key, old.spec, old.log_tails, old.evidence) == ("old", {}, {}, None)
         run = store.run(1)
@@ -40,6 +41,28 @@ def test_a_version_2_file_gets_the_throughput_table(tmp_path: Path) -> None:
         assert store.last_throughputs("evo") == {}
         store.record_throughput(Throughput(head="evo", worker="bee", bps=9.4e8, at=100.0))
         assert store.last_throughputs("evo")["bee"].bps == 9.4e8
+
+
+def test_a_version_3_attempt_gets_links_and_keeps_them(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "clusterctl.db", isolation_level=None)
+    db.executescript(f"BEGIN;{SCHEMA_V1}{SCHEMA_V2}{SCHEMA_V3}PRAGMA user_version = 3;COMMIT;")
+    db.execute(
+        "INSERT INTO runs (kind, profile, status, started_at) VALUES ('launch', 'p', 'ok', 1.0)"
+    )
+    db.execute(
+        "INSERT INTO attempts (run_id, number, started_at, outcome) VALUES (1, 1, 2.0, 'ready')"
+    )
+    db.close()
+    link = LinkLoad(
+        worker="bee", interface="tb0", rx_bytes=7 * 10**9, tx_bytes=10**8, seconds=60.0,
+        capacity_bps=9.4e9, capacity_at=1.0,
+    )  # fmt: skip
+    with Store(tmp_path) as store:
+        (old,) = store.attempts(1)
+        assert old.links == []
+        attempt = store.start_attempt(1, 2, "1/1", {})
+        store.finish_attempt(attempt, "ready", load_seconds=60.0, links=[link])
+        assert store.attempts(1)[1].links == [link]
 
 
 def test_the_last_throughput_of_each_path_is_the_newest(tmp_path: Path) -> None:
