@@ -36,8 +36,10 @@ from cluster.errors import EXIT_INTERRUPTED, ConfigError
 from cluster.report import apply as apply_mod
 from cluster.report import compare as compare_mod
 from cluster.report.files import report_files
+from cluster.report.noise import Judgement
+from cluster.report.points import judgement, points
 from cluster.report.sanitize import Sanitizer
-from cluster.store import Run, Store
+from cluster.store import Result, Run, Store
 from cluster.sweep.playbook import SweepPlaybook, deadline, load_sweep
 from cluster.sweep.runner import Sweep
 from cluster.transport.pool import HostPool
@@ -110,20 +112,33 @@ def sweep(
         raise
     run = store.run(report.run_id)
     assert run is not None
+    judged = _judged(run, store.results(run.id))
     if as_json:
-        print_json({"run": run.model_dump(), "summary": run.summary})
+        print_json(
+            {
+                "run": run.model_dump(),
+                "summary": run.summary,
+                "settled": judged.settled,
+                "within_noise": [tie.point.split for tie in judged.ties],
+            }
+        )
     else:
-        _say_outcome(run)
+        _say_outcome(run, judged)
     if report.stopped == "until":
         err.print(
             f"stopped by --until after {report.covered} point(s); continue with: "
             f"clusterctl sweep --resume {report.run_id}"
         )
     if apply:
-        _apply(c, run)
+        _apply(c, run, judged)
 
 
-def _say_outcome(run: Run) -> None:
+def _judged(run: Run, results: list[Result]) -> Judgement:
+    """Whether the run's best split beats the others by more than the noise."""
+    return judgement(run, points(run, results))
+
+
+def _say_outcome(run: Run, judged: Judgement) -> None:
     summary = run.summary
     best, baseline = summary.get("best"), summary.get("baseline") or {}
     out.print(
@@ -131,7 +146,14 @@ def _say_outcome(run: Run) -> None:
         f"({summary.get('pass')} measured, {summary.get('fail')} failed, "
         f"{summary.get('pruned')} pruned), stopped: {summary.get('stopped')}"
     )
-    if best:
+    if best and judged.ties:
+        within = ", ".join(tie.point.split for tie in judged.ties)
+        out.print(
+            f"no split is better than the noise: {best['split']} scored highest "
+            f"(objective {best['objective']:.2f}), but {within} "
+            f"{'is' if len(judged.ties) == 1 else 'are'} within the noise of it"
+        )
+    elif best:
         line = f"best split {best['split']}: objective {best['objective']:.2f}"
         if baseline.get("objective"):
             gain = (best["objective"] / baseline["objective"] - 1) * 100
@@ -159,10 +181,15 @@ def _check_unchanged(store: Store, run_id: int, now: dict[str, Any]) -> None:
         )
 
 
-def _apply(c: Context, run: Run) -> None:
+def _apply(c: Context, run: Run, judged: Judgement) -> None:
     best = (run.summary or {}).get("best")
     if not best:
         raise ConfigError(f"run {run.id} has no measured best split to apply")
+    if judged.ties:
+        err.print(
+            f"warning: no split is better than the noise; applying the highest, {best['split']}, "
+            "as asked (report RUN says which splits are within its noise)"
+        )
     _, sources = c.load()
     path = profile_path(sources.playbooks_dir, run.profile or "")
     new_text, diff = apply_mod.apply_split(path, parse_split(best["split"]))
@@ -227,7 +254,7 @@ def report(
     if apply:
         if run.kind != "sweep":
             raise ConfigError(f"run {run_id} is a {run.kind}, not a sweep", key="--apply")
-        _apply(c, run)
+        _apply(c, run, _judged(run, results))
 
 
 @app.command()

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cluster.report import export
-from cluster.report.sanitize import Sanitizer
-from cluster.report.sweep import (
+from cluster.report.points import (
     METRIC_LABELS,
     PRUNED,
     Point,
@@ -17,9 +16,11 @@ from cluster.report.sweep import (
     current_split,
     device_labels,
     gain_over_current,
+    judgement,
     objective_text,
     points,
 )
+from cluster.report.sanitize import Sanitizer
 from cluster.report.tables import PASSED, run_title
 from cluster.store import Result, Run
 
@@ -39,13 +40,15 @@ def sweep_plot(
 ) -> Path:
     """pp and tg t/s against the split, as a PNG at ``path``: two panels sharing the split
     axis; failed (red x) and pruned (grey triangle) points at the foot of each panel; the
-    best split starred and the profile's current split drawn as a dashed line."""
+    best split starred (labelled "highest (within noise)" when no split is better than the
+    noise) and the profile's current split drawn as a dashed line."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     clean = sanitizer.text if sanitizer else (lambda s: s)
     found = points(run, results)
     best = best_point(run, found)
+    settled = judgement(run, found).settled
     current = current_split(run)
     two = all(len(p.proportions) == 2 for p in found) and bool(found)
     xs = {p.split: (p.proportions[0] if two else float(index)) for index, p in enumerate(found)}
@@ -115,7 +118,7 @@ def sweep_plot(
                 markersize=12,
                 markeredgecolor="black",
                 linestyle="none",
-                label=f"best {best.split}",
+                label=f"{'best' if settled else 'highest (within noise)'} {best.split}",
             )
         )
     if current in xs:
@@ -127,7 +130,9 @@ def sweep_plot(
     axes[0].legend(handles=legend, loc="best", fontsize=8, framealpha=0.9)
     headline = f"objective: {objective_text(run)}"
     gain = gain_over_current(run, found)
-    if best is not None and gain is not None:
+    if best is not None and not settled:
+        headline += "; no split is better than the noise"
+    elif best is not None and gain is not None:
         headline += f"; best {best.split}, {gain:+.1f}% over current {current}"
     figure.suptitle(clean(f"{run_title(run)}\n{headline}"), fontsize=10)
     return _save(figure, path)

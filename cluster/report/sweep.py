@@ -1,25 +1,35 @@
-"""A sweep's report: its points in split order, the best split, and the Markdown.
+"""A sweep's report in Markdown.
 
-A sweep (``kind == "sweep"``) records one result per split (``key = "split=1.2/0.8"``),
-passed, failed or pruned, with the point's medians, load time and objective, and a summary
-(best split, the profile's own split as the baseline, coverage). ``sweep_markdown`` says
-what was measured on what, lists every point in split order (with the bandwidth its
-generation reads and that bandwidth's fraction of the split's peak, when the point recorded
-the bytes a token reads: ``report.bandwidth``), says which split is best and by how much it
-beats the profile's current split, why points were pruned or failed, and how much of the
-plan was covered. The plot is ``report.plots``; the files ``report`` writes,
-``report.files``.
+``sweep_markdown`` says what was measured on what, lists every point in split order (with
+the bandwidth its generation reads and that bandwidth's fraction of the split's peak, when
+the point recorded the bytes a token reads: ``report.bandwidth``), says which split is best
+and by how much it beats the profile's current split, or that no split is better than the
+noise of the repeats (``report.noise``), why points were pruned or failed, and how much of
+the plan was covered. The points themselves are ``report.points``; the plot is
+``report.plots``; the files ``report`` writes, ``report.files``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from cluster.config.models import format_split, parse_split
 from cluster.llamacpp.identity import BuildIdentity
-from cluster.report import bandwidth
+from cluster.report import bandwidth, noise
+from cluster.report.points import (
+    PRUNED,
+    Point,
+    best_point,
+    current_split,
+    device_labels,
+    gain_over_current,
+    judgement,
+    measure_of,
+    objective_text,
+    objective_unit,
+    points,
+    profile_of,
+)
 from cluster.report.tables import (
     NOISY_MARK,
     PASSED,
@@ -31,8 +41,6 @@ from cluster.report.tables import (
 )
 from cluster.store import Attempt, Result, Run
 
-PRUNED = "pruned"
-METRIC_LABELS = {"pp_tps": "pp t/s", "tg_tps": "tg t/s"}
 STOPPED = {
     "done": "every planned split was evaluated",
     "until": "the time budget (--until) ran out",
@@ -42,173 +50,13 @@ STOPPED = {
 }
 
 
-@dataclass(frozen=True)
-class Point:
-    """One split of a sweep as measured: its result and the numbers the report shows."""
-
-    split: str
-    proportions: tuple[float, ...]
-    result: Result
-    pp_tps: float | None
-    tg_tps: float | None
-    load_seconds: float | None
-    objective: float | None
-
-    @property
-    def passed(self) -> bool:
-        return self.result.status == PASSED
-
-
-def points(run: Run, results: Sequence[Result], attempts: Sequence[Attempt] = ()) -> list[Point]:
-    """Every result of a sweep as a point, in split order (by proportions)."""
-    metric = _objective_config(run).get("metric")
-    loads = {
-        _normal(attempt.split): attempt.load_seconds
-        for attempt in attempts
-        if attempt.split and attempt.outcome == "ready" and attempt.load_seconds is not None
-    }
-    found = []
-    for result in results:
-        split = _split_of(result)
-        metrics = result.metrics
-        pp, tg = _median(metrics, "pp_tps"), _median(metrics, "tg_tps")
-        objective = _float(metrics.get("objective"))
-        if objective is None and result.status == PASSED:
-            # Single-metric objectives can be read back; a mixed one is the sweep's own.
-            objective = {"pp_tps": pp, "tg_tps": tg}.get(str(metric))
-        load = _float(metrics.get("load_seconds"))
-        found.append(
-            Point(
-                split=split,
-                proportions=_proportions(result, split),
-                result=result,
-                pp_tps=pp,
-                tg_tps=tg,
-                load_seconds=load if load is not None else loads.get(split),
-                objective=objective,
-            )
-        )
-    return sorted(found, key=lambda point: (point.proportions, point.split))
-
-
-def _split_of(result: Result) -> str:
-    split = result.spec.get("split")
-    if not isinstance(split, str):
-        split = result.key.removeprefix("split=")
-    return _normal(split)
-
-
-def _normal(split: str | None) -> str:
-    """``1.20/0.80`` and ``1.2/0.8`` are the same split."""
-    if split is None:
-        return ""
-    try:
-        return format_split(parse_split(split))
-    except ValueError:
-        return split
-
-
-def _proportions(result: Result, split: str) -> tuple[float, ...]:
-    given = result.spec.get("proportions")
-    if isinstance(given, list) and all(isinstance(p, int | float) for p in given):
-        return tuple(float(p) for p in given)
-    try:
-        return tuple(parse_split(split))
-    except ValueError:
-        return ()
-
-
-def _median(metrics: Mapping[str, Any], name: str) -> float | None:
-    entry = (metrics.get("summary") or {}).get(name)
-    if isinstance(entry, dict) and entry.get("median") is not None:
-        return float(entry["median"])
-    return None
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _objective_config(run: Run) -> dict[str, Any]:
-    for source in (run.config.get("objective"), (run.config.get("sweep") or {}).get("objective")):
-        if isinstance(source, dict):
-            return source
-    return {}
-
-
-def _profile(run: Run) -> dict[str, Any]:
-    profile = run.config.get("profile")
-    return profile if isinstance(profile, dict) else {}
-
-
-def _measure(run: Run) -> dict[str, Any]:
-    sweep = run.config.get("sweep")
-    measure = sweep.get("measure") if isinstance(sweep, dict) else None
-    return measure if isinstance(measure, dict) else {}
-
-
-def best_point(run: Run, found: Sequence[Point]) -> Point | None:
-    """The best split: the one the sweep's summary names, else the highest objective."""
-    best = run.summary.get("best")
-    if isinstance(best, dict) and best.get("split"):
-        named = _normal(str(best["split"]))
-        for point in found:
-            if point.split == named:
-                return point
-    scored = [p for p in found if p.passed and p.objective is not None]
-    return max(scored, key=lambda p: p.objective or 0.0) if scored else None
-
-
-def current_split(run: Run) -> str | None:
-    """The profile's own split: the summary's baseline, else the profile's tensor_split."""
-    baseline = run.summary.get("baseline")
-    if isinstance(baseline, dict) and baseline.get("split"):
-        return _normal(str(baseline["split"]))
-    split = _profile(run).get("tensor_split")
-    if split:
-        try:
-            return format_split(parse_split(split))
-        except ValueError:
-            return None
-    return None
-
-
-def device_labels(run: Run) -> list[str]:
-    """Who each proportion of a split goes to, in llama.cpp's device order (RPC devices in
-    ``rpc_hosts`` order, then the head's own GPUs); empty when the record cannot say."""
-    hosts = run.config.get("hosts")
-    rpc_hosts = _profile(run).get("rpc_hosts")
-    if not isinstance(hosts, dict) or not isinstance(rpc_hosts, list):
-        return []
-    labels: list[str] = []
-    for name in rpc_hosts:
-        host = hosts.get(name)
-        devices = (host.get("rpc_devices") or []) if isinstance(host, dict) else []
-        if len(devices) > 1:
-            labels += [f"{name}:{device}" for device in devices]
-        else:
-            labels.append(str(name))
-    local = [
-        (str(name), int(host.get("local_devices") or 0))
-        for name, host in hosts.items()
-        if isinstance(host, dict) and int(host.get("local_devices") or 0) > 0
-    ]
-    if len(local) == 1:
-        name, count = local[0]
-        labels += [f"{name}:gpu{index}" for index in range(count)]
-    width = len(_profile(run).get("tensor_split") or [])
-    return labels if len(labels) == width and len(local) <= 1 else []
-
-
-# Markdown
-
-
 def sweep_markdown(run: Run, results: Sequence[Result], attempts: Sequence[Attempt]) -> str:
     """The sweep as a Markdown document to publish: verdict, setup, every point in split
     order, why points were pruned or failed, and coverage."""
     found = points(run, results, attempts)
     best = best_point(run, found)
     current = current_split(run)
+    judged = judgement(run, found)
     lines = [f"# {run_title(run)}", "", verdict(run, found), "", "## Setup", ""]
     lines += _setup(run, found, attempts)
     lines += ["", "## Results", ""]
@@ -220,7 +68,7 @@ def sweep_markdown(run: Run, results: Sequence[Result], attempts: Sequence[Attem
             + " status |",
             "|---|---:|---:|---:|---:|" + ("---:|---:|" if walled else "") + "---|",
         ]
-        lines += [_table_row(point, best, current, walled) for point in found]
+        lines += [_table_row(point, best, current, walled, judged) for point in found]
         if any(point.result.metrics.get("noisy") for point in found):
             lines += ["", f"{NOISY_MARK} noisy: coefficient of variation above 10% across samples"]
     else:
@@ -236,12 +84,20 @@ def sweep_markdown(run: Run, results: Sequence[Result], attempts: Sequence[Attem
 
 
 def verdict(run: Run, found: Sequence[Point]) -> str:
-    """One sentence: the best split, and how it compares with the profile's current one."""
+    """One sentence: the best split, and how it compares with the profile's current one;
+    or, when its lead is within the noise, that no split is better than the noise."""
     best = best_point(run, found)
     current = current_split(run)
-    unit = _objective_unit(run)
+    unit = objective_unit(run)
     if best is None or best.objective is None:
         return "No split passed: there is no best split."
+    judged = judgement(run, found)
+    if not judged.settled:
+        text = noise.unsettled_text(judged, unit)
+        tied = {tie.point.split for tie in judged.ties} | {best.split}
+        if current in tied:
+            text += f" The profile's current split `{current}` is among them: keep it."
+        return text
     text = f"Best split: `{best.split}` (objective {best.objective:.2f}{unit})"
     if current is None:
         return text + "."
@@ -266,46 +122,8 @@ def verdict(run: Run, found: Sequence[Point]) -> str:
     )
 
 
-def gain_over_current(run: Run, found: Sequence[Point]) -> float | None:
-    """How much the best split's objective beats the current split's, in percent; None when
-    either is missing (or the current one scored 0)."""
-    best = best_point(run, found)
-    current = current_split(run)
-    baseline = next((point for point in found if point.split == current), None)
-    if best is None or baseline is None or not baseline.passed:
-        return None
-    if best.objective is None or not baseline.objective:
-        return None
-    return (best.objective - baseline.objective) / baseline.objective * 100
-
-
-def _objective_unit(run: Run) -> str:
-    metric = _objective_config(run).get("metric")
-    return f" {METRIC_LABELS[metric]}" if metric in METRIC_LABELS else " t/s"
-
-
-def objective_text(run: Run) -> str:
-    """What the sweep maximised, in words."""
-    objective = _objective_config(run)
-    metric = objective.get("metric")
-    if metric in METRIC_LABELS:
-        return f"median {METRIC_LABELS[metric]}"
-    if metric in ("mixed", "weighted"):
-        weights = objective.get("weights")
-        if isinstance(weights, dict) and weights:
-            given = ", ".join(f"{key} {float(value):g}" for key, value in weights.items())
-        else:
-            measure = _measure(run)
-            given = (
-                f"pp {measure.get('tokens', '?')}, tg {measure.get('gen', '?')} "
-                "(the prompt and generated token counts)"
-            )
-        return f"{metric}: weighted harmonic mean of pp and tg t/s, weights {given}"
-    return str(metric) if metric else "not recorded"
-
-
 def _setup(run: Run, found: Sequence[Point], attempts: Sequence[Attempt]) -> list[str]:
-    profile = _profile(run)
+    profile = profile_of(run)
     lines: list[str] = []
     if run.profile or profile.get("name"):
         lines.append(f"- profile: `{run.profile or profile.get('name')}`")
@@ -354,7 +172,7 @@ def _build_text(build: Any) -> str:
 
 
 def _measurement(run: Run, found: Sequence[Point]) -> str:
-    measure = _measure(run)
+    measure = measure_of(run)
     spec = next((p.result.spec for p in found if p.passed), None) or (
         found[0].result.spec if found else {}
     )
@@ -389,11 +207,18 @@ def _number(value: float | None, digits: int, noisy: bool = False) -> str:
     return f"{value:.{digits}f}" + (NOISY_MARK if noisy else "")
 
 
-def _table_row(point: Point, best: Point | None, current: str | None, walled: bool) -> str:
+def _table_row(
+    point: Point, best: Point | None, current: str | None, walled: bool, judged: noise.Judgement
+) -> str:
     noisy = point.result.metrics.get("noisy") or []
+    tied = {tie.point.split for tie in judged.ties}
     marks = [
         word
-        for word, applies in (("best", point is best), ("current", point.split == current))
+        for word, applies in (
+            ("best" if judged.settled else "highest", point is best),
+            ("within noise", point.split in tied),
+            ("current", point.split == current),
+        )
         if applies
     ]
     status = ", ".join([result_word(point.result), *marks])

@@ -102,7 +102,13 @@ def test_grid_sweep_prunes_reports_and_every_file_agrees_with_the_store(
         (r for r in points.values() if r["status"] == "pass"),
         key=lambda r: r["metrics"]["objective"],
     )
-    assert f"Best split: `{best['spec']['split']}`" in markdown
+    # With two repeats of a tiny model the points may lie within each other's noise: then the
+    # report names the highest split without crowning it (tests/unit/test_noise.py).
+    highest = best["spec"]["split"]
+    assert (
+        f"Best split: `{highest}`" in markdown
+        or f"No split is better than the noise: `{highest}` scored highest" in markdown
+    ), markdown.splitlines()[2]
     by_split = {row["split"]: row for row in rows}
     assert set(by_split) == set(SPLITS)
     for split, point in points.items():

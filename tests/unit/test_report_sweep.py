@@ -18,6 +18,7 @@ from support import build_record, build_short
 
 from cluster.report.files import report_files
 from cluster.report.plots import sweep_plot
+from cluster.report.points import points
 from cluster.report.sanitize import Sanitizer
 from cluster.report.sweep import sweep_markdown
 from cluster.report.tables import results_markdown, run_document
@@ -170,7 +171,8 @@ def record_sweep(
     profile: dict[str, Any] | None = None,
     hosts: dict[str, Any] | None = None,
     status: str = "ok",
-    noisy_split: str = "0.8/1.2",
+    noisy_split: str | None = None,
+    repeats: int = 3,
     traffic: Callable[[str], dict[str, Any]] | None = None,
 ) -> int:
     """A sweep as the sweep job records it: attempts with builds for every load, one result
@@ -194,16 +196,17 @@ def record_sweep(
                     attempt, "failed", failure_class="oom", evidence=OOM, builds=BUILDS
                 )
         if outcome == "pass":
-            cv = 0.14 if split == noisy_split else 0.01
+            cv = 0.14 if split == noisy_split else 0.005
+            metrics = point_metrics(pp, tg, load, tg_cv=cv)
+            if repeats == 1:  # one request per point: no spread measured
+                for entry in metrics["summary"].values():
+                    entry.update(n=1, cv=None, stddev=0.0, noisy=False)
             store.record_result(
                 run_id,
                 f"split={split}",
                 "pass",
                 spec=split_spec(split),
-                metrics={
-                    **point_metrics(pp, tg, load, tg_cv=cv),
-                    **({"traffic": traffic(split)} if traffic else {}),
-                },
+                metrics={**metrics, **({"traffic": traffic(split)} if traffic else {})},
             )
         elif outcome == "fail":
             store.record_result(
@@ -257,13 +260,57 @@ def test_table_lists_every_split_in_split_order(store: Store) -> None:
     markdown = markdown_of(store, record_sweep(store))
     assert table_rows(markdown) == [
         "| 0.6/1.4 | 288.2 | 13.92 | 188.0 | 13.92 | PASS |",
-        "| 0.8/1.2 | 305.5 | 14.71† | 190.3 | 14.71 | PASS |",
+        "| 0.8/1.2 | 305.5 | 14.71 | 190.3 | 14.71 | PASS |",
         "| 1/1 | 321.8 | 15.10 | 192.4 | 15.10 | PASS, current |",
         "| 1.2/0.8 | 332.4 | 15.35 | 195.1 | 15.35 | PASS, best |",
         "| 1.4/0.6 | - | - | - | - | FAIL (oom) |",
         "| 1.6/0.4 | - | - | - | - | PRUNED |",
     ]
+    assert "noisy" not in markdown
+
+
+def test_a_noisy_point_the_best_does_not_clearly_beat_leaves_the_best_unsettled(
+    store: Store,
+) -> None:
+    """0.8/1.2's repeats vary by 14%: 1.2/0.8's 4.3% lead over it is within the noise
+    (2 standard errors of the difference: 2 * sqrt(0.005**2 / 3 + 0.14**2 / 3) = 16.2%)."""
+    markdown = markdown_of(store, record_sweep(store, noisy_split="0.8/1.2"))
+    assert table_rows(markdown) == [
+        "| 0.6/1.4 | 288.2 | 13.92 | 188.0 | 13.92 | PASS |",
+        "| 0.8/1.2 | 305.5 | 14.71† | 190.3 | 14.71 | PASS, within noise |",
+        "| 1/1 | 321.8 | 15.10 | 192.4 | 15.10 | PASS, current |",
+        "| 1.2/0.8 | 332.4 | 15.35 | 195.1 | 15.35 | PASS, highest |",
+        "| 1.4/0.6 | - | - | - | - | FAIL (oom) |",
+        "| 1.6/0.4 | - | - | - | - | PRUNED |",
+    ]
     assert "† noisy: coefficient of variation above 10%" in markdown
+    assert (
+        "No split is better than the noise: `1.2/0.8` scored highest (objective 15.35 tg t/s), "
+        "but `0.8/1.2` (14.71, 4.4% lower; a lead counts above 16.2%) is within the noise of "
+        "it. A lead counts when it is more than 2 standard errors of the difference, from the "
+        "repeats' coefficients of variation.\n"
+    ) in markdown
+    assert "Best split" not in markdown
+
+
+def test_with_one_repeat_a_small_lead_is_not_a_best_and_the_current_split_stays(
+    store: Store,
+) -> None:
+    """repeat 1 on a tiny model: the noise is unknown, so a lead of less than 10% crowns
+    nothing, and the current split, among the ties, is kept."""
+    run_id = record_sweep(store, repeats=1)
+    markdown = markdown_of(store, run_id)
+    first = markdown.split("\n\n")[1]
+    assert first.startswith("No split is better than the noise: `1.2/0.8` scored highest")
+    assert "`1/1` (15.10, 1.7% lower; a lead counts above 10.0%)" in first
+    assert "`0.8/1.2` (14.71, 4.4% lower; a lead counts above 10.0%)" in first
+    assert "`0.6/1.4` (13.92, 10.3% lower" not in first  # beaten by more than 10%
+    assert "With a single repeat the noise is unknown, so a lead must be more than 10%" in first
+    assert first.endswith("The profile's current split `1/1` is among them: keep it.")
+    rows = table_rows(markdown)
+    assert rows[0].endswith("| PASS |")
+    assert rows[2].endswith("| PASS, within noise, current |")
+    assert rows[3].endswith("| PASS, highest |")
 
 
 def minimax_traffic(bee_gbs: float | None = 256.0) -> Callable[[str], dict[str, Any]]:
@@ -589,3 +636,36 @@ def test_importing_the_report_does_not_import_matplotlib() -> None:
     code = "import sys, cluster.report.files; print('matplotlib' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("metric", "cv"), [("mixed", 0.03), ("tg_tps", 0.03), ("pp_tps", 0.01)])
+def test_a_points_noise_is_that_of_its_objective(store: Store, metric: str, cv: float) -> None:
+    """pp's repeats vary by 1%, tg's by 3%: a mixed objective takes the larger."""
+    run_id = store.start_run("sweep", "p", {"objective": {"metric": metric}})
+    metrics = point_metrics(300.0, 15.0, 100.0, tg_cv=0.03)
+    store.record_result(run_id, "split=1/1", "pass", spec=split_spec("1/1"), metrics=metrics)
+    run = store.run(run_id)
+    assert run is not None
+    [point] = points(run, store.results(run_id))
+    assert (point.cv, point.repeats) == (cv, 3)
+
+
+def outcome(store: Store, run_id: int, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    from cluster.cli.sweep import _judged, _say_outcome
+
+    run = store.run(run_id)
+    assert run is not None
+    _say_outcome(run, _judged(run, store.results(run_id)))
+    return capsys.readouterr().out.splitlines()
+
+
+def test_the_sweeps_last_word_crowns_a_best_only_beyond_the_noise(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settled = outcome(store, record_sweep(store), capsys)
+    assert settled[1] == "best split 1.2/0.8: objective 15.35 (+1.7% against the profile's 1/1)"
+    noisy = outcome(store, record_sweep(store, repeats=1), capsys)
+    assert noisy[1] == (
+        "no split is better than the noise: 1.2/0.8 scored highest (objective 15.35), "
+        "but 1/1, 0.8/1.2 are within the noise of it"
+    )
