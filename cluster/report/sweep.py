@@ -16,6 +16,7 @@ from typing import Any
 
 from cluster.llamacpp.identity import BuildIdentity
 from cluster.report import bandwidth, noise
+from cluster.report.links import link_lines
 from cluster.report.points import (
     PRUNED,
     Point,
@@ -158,6 +159,7 @@ def _setup(run: Run, found: Sequence[Point], attempts: Sequence[Attempt]) -> lis
     lines.append(f"- objective: {objective_text(run)}")
     lines.append(f"- measurement: {_measurement(run, found)}")
     lines += bandwidth.setup_lines((point.split, point.result.metrics) for point in found)
+    lines += link_lines(attempts)
     lines.append(f"- started: {local_time(run.started_at)}")
     if run.finished_at is not None:
         took = duration(run.finished_at - run.started_at)

@@ -17,8 +17,9 @@ same whichever way it is shown.
   config | target | shape | calibrated | result, then throughput: what was served and
   asked, the prompt length actually sent (a target is only approximated by calibration,
   and the sent length is the number that matters), pass or the failure class, then the
-  server's medians. The setup list above it (profiles, splits, builds, load times) is what
-  makes the numbers reproducible; failures and, for a ceiling, the ladder follow;
+  server's medians. The setup list above it (profiles, splits, builds, load times and
+  what each worker's link carried during a load) is what makes the numbers reproducible;
+  failures and, for a ceiling, the ladder follow;
 - ``run_document`` (``show --json``): the whole record of a run as one JSON document;
 - ``log_tails_text`` (``show --logs``): every failing case's component log tails.
 """
@@ -34,6 +35,7 @@ from rich.text import Text
 
 from cluster.llamacpp.identity import BuildIdentity
 from cluster.report import bandwidth
+from cluster.report.links import link_lines
 from cluster.store import Attempt, Result, Run
 
 # The status of a passing case (``cluster.measure.records.PASS``; not imported so that
@@ -388,6 +390,7 @@ def _setup(run: Run, results: Sequence[Result], attempts: Sequence[Attempt]) -> 
     ]
     if loads:
         lines.append("- load time: " + ", ".join(loads))
+    lines += link_lines(attempts)
     failed = [
         f"attempt {attempt.number} ({attempt.failure_class or 'unclassified'})"
         for attempt in attempts
