@@ -73,6 +73,21 @@ def parse_route(destination: str, exit_status: int, stdout: str, stderr: str) ->
     return Route(destination, entry.get("dev"), entry.get("prefsrc"), entry.get("gateway"))
 
 
+def default_route_command() -> list[str]:
+    return ["ip", "-j", "route", "show", "default"]
+
+
+def parse_default_routes(exit_status: int, stdout: str) -> tuple[str, ...]:
+    """The interfaces that carry a default route (``ip -j route show default``)."""
+    if exit_status != 0 or not stdout.strip():
+        return ()
+    try:
+        entries = json.loads(stdout)
+    except ValueError:
+        return ()
+    return tuple(e["dev"] for e in entries if isinstance(e, dict) and isinstance(e.get("dev"), str))
+
+
 # --- round trip and throughput ------------------------------------------------------------
 
 

@@ -7,14 +7,15 @@ crashed and came back) sees and stops exactly what an earlier one started.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from cluster.concurrency import together
 from cluster.config.models import HostConfig, Inventory
 from cluster.errors import ClusterError, ConfigError
 from cluster.llamacpp.client import LlamaClient
 from cluster.orchestration import processes
+from cluster.transport.base import Transport
 from cluster.transport.pool import HostPool
 
 RPC_SERVER = "rpc-server"
@@ -31,7 +32,7 @@ async def stop_components(
     hosts = list(hosts)
     outcomes: list[processes.StopOutcome] = []
     for name in STOP_ORDER:
-        results = await asyncio.gather(
+        results = await together(
             *(processes.stop(pool[host.name], host.run_dir, name, grace_s) for host in hosts)
         )
         outcomes.extend(results)
@@ -64,13 +65,27 @@ async def down(pool: HostPool, inventory: Inventory) -> DownReport:
     order = [*STOP_ORDER, *sorted(everything - set(STOP_ORDER))]
     stopped: list[processes.StopOutcome] = []
     for name in order:
-        hosts = [inventory.hosts[h] for h, names in present.items() if name in names]
-        stopped.extend(
-            await asyncio.gather(
-                *(processes.stop(pool[host.name], host.run_dir, name) for host in hosts)
-            )
-        )
+        hosts = [
+            inventory.hosts[h]
+            for h, names in present.items()
+            if name in names and h not in unreachable
+        ]
+        results = await pool.each(_stopper(inventory, name), [host.name for host in hosts])
+        for host_name, result in results.items():
+            if isinstance(result, ClusterError):
+                unreachable[host_name] = str(result)  # that host's result; the rest go on
+            else:
+                stopped.append(result)
     return DownReport(stopped, unreachable)
+
+
+def _stopper(
+    inventory: Inventory, name: str
+) -> Callable[[Transport], Awaitable[processes.StopOutcome]]:
+    def stop(transport: Transport) -> Awaitable[processes.StopOutcome]:
+        return processes.stop(transport, inventory.hosts[transport.name].run_dir, name)
+
+    return stop
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cluster import facts
+from cluster.concurrency import together
 from cluster.config.models import HostConfig
 from cluster.errors import ClusterError
 from cluster.llamacpp import identity
@@ -168,7 +169,7 @@ async def detect_builds(pool: HostPool, hosts: Iterable[HostConfig]) -> dict[str
     """Every host's build, read concurrently; a build that cannot serve is an error naming
     its host."""
     hosts = list(hosts)
-    found = await asyncio.gather(*(read_build(pool[host.name]) for host in hosts))
+    found = await together(*(read_build(pool[host.name]) for host in hosts))
     for build in found:
         build.usable()
     return {build.host: build for build in found}

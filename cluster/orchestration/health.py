@@ -10,52 +10,25 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from enum import StrEnum
-from typing import Any
 
 from cluster.config.models import Inventory, Profile
 from cluster.config.resolve import devices_for, serving_hosts
 from cluster.errors import LaunchError
 from cluster.facts import is_wildcard_or_public
 from cluster.llamacpp import identity
+from cluster.orchestration import isolation, verdicts
 from cluster.orchestration.hostfacts import HostFacts, PathFacts, gather
 from cluster.orchestration.modelcheck import ModelReport, model_shard_paths, read_model_report
 from cluster.orchestration.throughput import Plan, age_text
+from cluster.orchestration.verdicts import Check as Check
+from cluster.orchestration.verdicts import Level as Level
 from cluster.store import Throughput
 from cluster.transport.pool import HostPool
 
 GIB = 1024**3
 
 
-class Level(StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-
-
-@dataclass(frozen=True)
-class Check:
-    host: str
-    name: str
-    level: Level
-    value: str
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "level": self.level.value}
-
-
-def _ok(host: str, name: str, value: str, detail: str) -> Check:
-    return Check(host, name, Level.OK, value, detail)
-
-
-def _warn(host: str, name: str, value: str, detail: str) -> Check:
-    return Check(host, name, Level.WARN, value, detail)
-
-
-def _fail(host: str, name: str, value: str, detail: str) -> Check:
-    return Check(host, name, Level.FAIL, value, detail)
+_ok, _warn, _fail = verdicts.ok, verdicts.warn, verdicts.fail
 
 
 def _holds(interface_address: str, wanted: str) -> bool:
@@ -311,6 +284,9 @@ def evaluate(
         if profile is not None and f.name == head:
             wanted.append((profile.bind_host, profile.port, "llama-server"))
         checks.extend(_port_checks(f, wanted))
+        checks.extend(isolation.checks(f, rpc_host=f.name in rpc_hosts))
+        if profile is not None and f.name == head and profile.exposed:
+            checks.append(isolation.exposed_server(f.name, profile.bind_host, profile.port))
         checks.append(_stray_check(f, managed_pids))
     checks.extend(_build_checks(found, rpc_hosts, head))
     if head in found and found[head].reachable:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from cluster import facts
 from cluster.config.models import HostConfig, Inventory
 from cluster.errors import ClusterError
+from cluster.firewall import Firewall, parse_ruleset, ruleset_command
 from cluster.llamacpp.identity import BuildIdentity
 from cluster.orchestration import processes
 from cluster.orchestration.discovery import HostBuild, read_build
@@ -51,6 +53,11 @@ class HostFacts:
     build: HostBuild | None = None
     has_iperf: bool = False
     managed: list[processes.ManagedProcess] = field(default_factory=list)
+    # What keeps the link private: interfaces with a default route, the nftables rules,
+    # and the addresses the controller reaches this host by (resolved here).
+    default_routes: tuple[str, ...] = ()
+    firewall: Firewall | None = None
+    reached_by: tuple[str, ...] = ()
     paths: list[PathFacts] = field(default_factory=list)
     files: dict[str, int | None] = field(default_factory=dict)
 
@@ -115,11 +122,20 @@ async def _gather_one(transport: Transport, want_rpc_probe: bool) -> HostFacts:
         tools = await transport.run(["sh", "-c", "command -v iperf3; exit 0"])
         found.has_iperf = "iperf3" in tools.stdout
 
+    async def exposure() -> None:
+        routes = await transport.run(facts.default_route_command())
+        found.default_routes = facts.parse_default_routes(routes.exit_status, routes.stdout)
+        rules = await transport.run(ruleset_command())
+        found.firewall = parse_ruleset(rules.exit_status, rules.stdout, rules.stderr)
+        found.reached_by = await _controller_addresses(host)
+
     async def managed() -> None:
         found.managed = await processes.list_managed(transport, host.run_dir)
 
     try:
-        await asyncio.gather(link(), memory(), listeners(), servers(), build(), managed())
+        await asyncio.gather(
+            link(), memory(), listeners(), servers(), build(), managed(), exposure()
+        )
     except ClusterError as exc:
         found.error = f"reading facts failed: {exc}"
     return found
@@ -180,6 +196,20 @@ async def _iperf(pool: HostPool, head: HostFacts, worker: HostFacts, path: PathF
             path.throughput_note = _first_error(client.stdout + client.stderr)
     finally:
         await processes.stop(server, worker.host.run_dir, "iperf3", grace_s=2)
+
+
+async def _controller_addresses(host: HostConfig) -> tuple[str, ...]:
+    """The addresses the controller reaches an ssh host by (its ssh_target resolved)."""
+    if host.transport != "ssh":
+        return ()
+    target = host.ssh_target or host.name
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(target, None, type=socket.SOCK_STREAM), 5
+        )
+    except (OSError, TimeoutError):
+        return ()
+    return tuple(sorted({str(info[4][0]) for info in infos}))
 
 
 def _first_error(text: str) -> str:

@@ -28,6 +28,7 @@ import structlog
 from pydantic import SecretStr
 
 from cluster import facts
+from cluster.concurrency import together
 from cluster.config.models import HostConfig, Inventory, Profile, format_split
 from cluster.config.resolve import Device, devices_for, serving_hosts
 from cluster.errors import ClusterError, ConfigError, LaunchError
@@ -300,7 +301,8 @@ class Launcher:
             "started_at": time.time(),
         }
         if not reuse_rpc:
-            await asyncio.gather(
+            # One rpc-server failing to start cancels the others' waits for their banners.
+            await together(
                 *(
                     self._start_rpc_server(host, {**meta, "port": host.rpc_port})
                     for host in self.rpc_hosts

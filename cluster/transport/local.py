@@ -1,19 +1,32 @@
 """The local transport: the same operations, run on this machine as subprocesses.
 
-Commands run from the user's home directory, as they would after an ssh login, so a
-relative ``run_dir`` means the same thing for both transports.
+Commands run from the user's home directory, with the environment of a login (``HOME``,
+``USER``, ``PATH``, the locale), as they would after an ssh login: a relative ``run_dir``
+means the same thing for both transports, and a component never inherits the controller's
+own environment (API keys, tokens). What a component needs comes from the host's ``env``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
 from cluster.errors import TransportError
 from cluster.transport.base import CommandResult, Transport
+
+# What a login shell would give a command; nothing else of the controller's environment.
+_LOGIN_VARIABLES = ("HOME", "USER", "LOGNAME", "PATH", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR")
+
+
+def login_environment() -> dict[str, str]:
+    env = {name: os.environ[name] for name in _LOGIN_VARIABLES if name in os.environ}
+    env.setdefault("HOME", str(Path.home()))
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+    return env
 
 
 class LocalTransport(Transport):
@@ -36,6 +49,7 @@ class LocalTransport(Transport):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=Path.home(),
+                env=login_environment(),
             )
         except OSError as exc:
             raise TransportError(self.name, f"cannot run {argv[0]}: {exc.strerror}") from exc
@@ -48,6 +62,12 @@ class LocalTransport(Transport):
                 process.kill()
             await process.wait()
             raise TransportError(self.name, f"{argv[0]} did not finish within {timeout}s") from exc
+        except asyncio.CancelledError:
+            # The caller gave up: the command must not outlive it.
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await asyncio.shield(process.wait())
+            raise
         status = process.returncode if process.returncode is not None else 255
         result = CommandResult(
             host=self.name,
@@ -65,6 +85,7 @@ class LocalTransport(Transport):
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             cwd=Path.home(),
+            env=login_environment(),
         )
         assert process.stdout is not None
         try:

@@ -6,11 +6,11 @@ the result), never an exception that loses the other hosts' answers halfway.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TypeVar
 
+from cluster.concurrency import together
 from cluster.config.models import HostConfig
 from cluster.errors import ClusterError
 from cluster.transport.base import Transport
@@ -51,11 +51,11 @@ class HostPool:
             except ClusterError as exc:
                 return exc
 
-        results = await asyncio.gather(*(one(name) for name in chosen))
+        results = await together(*(one(name) for name in chosen))
         return dict(zip(chosen, results, strict=True))
 
     async def close(self) -> None:
-        await asyncio.gather(*(t.close() for t in self._transports.values()))
+        await together(*(t.close() for t in self._transports.values()))
 
     async def __aenter__(self) -> HostPool:
         return self

@@ -9,6 +9,7 @@ Connection attempts are retried with tenacity; a host key problem is never retri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import signal
 import time
@@ -45,7 +46,12 @@ class SSHTransport(Transport):
 
     def _options(self) -> dict[str, object]:
         host = self.host
-        options: dict[str, object] = {"connect_timeout": host.connect_timeout_s}
+        # Never forward the agent, whatever ~/.ssh/config says: a host that can use our
+        # agent can log in wherever we can.
+        options: dict[str, object] = {
+            "connect_timeout": host.connect_timeout_s,
+            "agent_forwarding": False,
+        }
         if host.user is not None:
             options["username"] = host.user
         if host.ssh_port is not None:
@@ -116,8 +122,7 @@ class SSHTransport(Transport):
         except asyncssh.TimeoutError as exc:
             raise TransportError(self.name, f"{argv[0]} did not finish within {timeout}s") from exc
         except (OSError, asyncssh.Error) as exc:
-            self._conn = None
-            self._tunnels.clear()
+            await self._drop()
             raise TransportError(self.name, f"connection lost running {argv[0]}: {exc}") from exc
         status = completed.exit_status
         if status is None or status < 0:  # killed by a signal on the far side
@@ -155,6 +160,16 @@ class SSHTransport(Transport):
                 ) from exc
             self._tunnels[key] = ("127.0.0.1", listener.get_port())
         return self._tunnels[key]
+
+    async def _drop(self) -> None:
+        """Close a broken connection before the next command opens a new one, so its
+        channels and forwarded ports do not linger beside the new connection's."""
+        conn, self._conn = self._conn, None
+        self._tunnels.clear()
+        if conn is not None:
+            conn.abort()
+            with contextlib.suppress(OSError, asyncssh.Error):
+                await conn.wait_closed()
 
     async def close(self) -> None:
         self._tunnels.clear()

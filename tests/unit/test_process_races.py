@@ -161,3 +161,43 @@ def real_server(leader: int) -> int:
         if b"socket.socket()" in cmdline and os.getsid(int(pid.name)) != leader:
             return int(pid.name)
     raise AssertionError("the listener is not running")
+
+
+def test_local_components_get_a_login_environment_not_the_controllers(
+    host: HostConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-controller-secret")
+    transport = LocalTransport(host)
+
+    async def go() -> str:
+        await processes.spawn(transport, host.run_dir, "env", ["env"], {})
+        for _ in range(100):
+            poll = await processes.poll_log(transport, host.run_dir, "env", 0)
+            if not poll.alive:
+                return poll.new_text
+            await asyncio.sleep(0.05)
+        raise AssertionError("env did not finish")
+
+    printed = asyncio.run(go())
+    assert "sk-controller-secret" not in printed
+    assert f"HOME={Path.home()}" in printed and "PATH=" in printed
+
+
+def test_a_cancelled_local_command_kills_its_child(host: HostConfig, tmp_path: Path) -> None:
+    transport = LocalTransport(host)
+    marker = tmp_path / "child.pid"
+
+    async def go() -> None:
+        task = asyncio.ensure_future(
+            transport.run(["sh", "-c", f'echo $$ > "{marker}"; exec sleep 300'], timeout=None)
+        )
+        for _ in range(250):  # until the child has written its pid
+            if marker.exists() and marker.read_text().strip():
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    assert not alive(int(marker.read_text()))
