@@ -44,6 +44,7 @@ from cluster.errors import ClusterError
 
 if TYPE_CHECKING:  # the record (LinkLoad) is read by the store: keep its imports light
     from cluster.config.models import HostConfig
+    from cluster.store import Store
     from cluster.transport.pool import HostPool
 
 # FNV-1a over a tensor on one core of the head (LLAMACPP.md: 0.87 GB/s measured).
@@ -276,12 +277,19 @@ class LoadTraffic:
     ) -> None:
         self.pool = pool
         self.serving = list(serving)
+        self.head = head
         self.measured = workers(rpc_hosts, head)
         self.before: dict[str, Counters | None] = {}
 
     async def start(self) -> None:
         self.before = await read_counters(self.pool, self.measured)
 
-    async def finish(self, seconds: float, capacities: Mapping[str, Capacity]) -> list[LinkLoad]:
+    async def finish(self, seconds: float, store: Store) -> list[LinkLoad]:
+        """The records of the load that took ``seconds``, each link's capacity as the
+        record's last iperf3 measurement from the head says (``health``)."""
         after = await read_counters(self.pool, self.measured)
+        capacities = {
+            worker: Capacity(measured.bps, measured.at)
+            for worker, measured in store.last_throughputs(self.head).items()
+        }
         return link_loads(self.measured, self.serving, self.before, after, seconds, capacities)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,7 @@ from cluster.orchestration.linkstats import (
     shared,
     workers,
 )
+from cluster.store import Store, Throughput
 from cluster.transport.pool import HostPool
 
 GB = 10**9
@@ -178,22 +180,26 @@ def send_over_lo(size: int) -> None:
             peer.close()
 
 
-def test_load_traffic_measures_the_workers_not_the_head() -> None:
+def test_load_traffic_measures_the_workers_against_the_recorded_capacity(tmp_path: Path) -> None:
     head = host("a", "lo", "local", "127.0.0.2")
     b = host("b", "lo", "local", "127.0.0.3")
     c = host("c", "lo", "local", "127.0.0.4")
 
-    async def go() -> list[LinkLoad]:
+    async def go(store: Store) -> list[LinkLoad]:
         async with HostPool([head, b, c]) as pool:
             traffic = LoadTraffic(pool, [head, b, c], [head, b, c], "a")
             await traffic.start()
             send_over_lo(2_000_000)
-            return await traffic.finish(0.5, {"b": Capacity(1e9)})
+            return await traffic.finish(0.5, store)
 
-    loads = asyncio.run(go())
-    assert [load.worker for load in loads] == ["b", "c"]
+    with Store(tmp_path) as store:
+        store.record_throughput(Throughput(head="a", worker="b", bps=1e9, at=50.0))
+        store.record_throughput(Throughput(head="c", worker="b", bps=5.0, at=60.0))
+        loads = asyncio.run(go(store))
+    assert [load.worker for load in loads] == ["b", "c"]  # not the head's own
     assert all(load.shared and load.bytes >= 2_000_000 for load in loads)
-    assert (loads[0].capacity_bps, loads[1].capacity_bps) == (1e9, None)
+    assert (loads[0].capacity_bps, loads[0].capacity_at) == (1e9, 50.0)
+    assert loads[1].capacity_bps is None
     assert loads[0].throughput_bps >= 32e6
 
 
