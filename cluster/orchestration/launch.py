@@ -35,7 +35,7 @@ from cluster.errors import ClusterError, ConfigError, LaunchError
 from cluster.llamacpp import commands
 from cluster.llamacpp.client import LlamaClient
 from cluster.llamacpp.logs import FailureClass, LoadProgress, classify
-from cluster.orchestration import processes, watchdog
+from cluster.orchestration import processes, retry, watchdog
 from cluster.orchestration.control import LLAMA_SERVER, RPC_SERVER, stop_components
 from cluster.orchestration.discovery import HostBuild, detect_builds
 from cluster.orchestration.failures import (
@@ -55,12 +55,6 @@ log = structlog.get_logger(__name__)
 
 POLL_S = 0.5
 RPC_START_TIMEOUT_S = 30.0
-NOT_RETRYABLE = {
-    FailureClass.VERSION_MISMATCH,
-    FailureClass.MODEL_MISSING,
-    FailureClass.PORT_IN_USE,
-    FailureClass.ALLOC_FAILURE,
-}
 
 
 @dataclass
@@ -413,13 +407,15 @@ class Launcher:
                 self.say(f"attempt {tried} failed: {failure.failure.value}: {failure.evidence}")
                 survivors += await self.stop_all()
                 reuse_rpc = False
-                if failure.failure in NOT_RETRYABLE:
-                    self.say(f"not retrying: {failure.failure.value} does not change on a retry")
+                decision = retry.after_failure(
+                    failure.failure, tried, total, profile.retry_backoff_s
+                )
+                if not decision.retry:
+                    if failure.failure in retry.NOT_RETRYABLE:
+                        self.say(f"not retrying: {decision.reason}")
                     break
-                if tried < total:
-                    backoff = profile.retry_backoff_s * 2 ** (tried - 1)
-                    self.say(f"retrying in {backoff:g}s")
-                    await asyncio.sleep(backoff)
+                self.say(f"retrying in {decision.delay_s:g}s")
+                await asyncio.sleep(decision.delay_s)
                 continue
             except BaseException:
                 self.store.finish_attempt(attempt_id, "interrupted")
