@@ -216,6 +216,7 @@ def up(
         print_json(
             {
                 **vars(result),
+                "links": [link.model_dump() for link in result.links],
                 "endpoint": reach.url,
                 "bound": result.endpoint,
                 "access": reach.access.value,

@@ -35,7 +35,7 @@ from cluster.errors import ClusterError, ConfigError, LaunchError
 from cluster.llamacpp import commands
 from cluster.llamacpp.client import LlamaClient
 from cluster.llamacpp.logs import FailureClass, LoadProgress, classify
-from cluster.orchestration import processes, retry, watchdog
+from cluster.orchestration import linkstats, processes, retry, watchdog
 from cluster.orchestration.control import LLAMA_SERVER, RPC_SERVER, stop_components
 from cluster.orchestration.discovery import HostBuild, detect_builds
 from cluster.orchestration.failures import (
@@ -66,6 +66,7 @@ class LaunchResult:
     split: str
     builds: dict[str, dict[str, Any]]
     survivors: list[str] = field(default_factory=list)
+    links: list[linkstats.LinkLoad] = field(default_factory=list)  # each worker's, this load
 
 
 # The key reaches the head on stdin and lands in a file only its owner can read; it is
@@ -116,6 +117,7 @@ class Launcher:
         self.hosts = serving_hosts(inventory, profile)
         self.api_key = profile.api_key(environ or {})
         self.say = say
+        self.links: list[linkstats.LinkLoad] = []
         self.host_builds: dict[str, HostBuild] = {}
         self.builds: dict[str, dict[str, Any]] = {}
 
@@ -294,6 +296,8 @@ class Launcher:
             "attempt": number,
             "started_at": time.time(),
         }
+        traffic = linkstats.LoadTraffic(self.pool, self.hosts, self.rpc_hosts, self.head.name)
+        await traffic.start()
         if not reuse_rpc:
             # One rpc-server failing to start cancels the others' waits for their banners.
             await together(
@@ -314,6 +318,7 @@ class Launcher:
             f"http://{address[0]}:{address[1]}", self.api_key, self.profile.ready_timeout_s
         ) as client:
             load_seconds = await self._watch_load(client)
+            self.links = await traffic.finish(load_seconds, self.store)
             self.store.event(run_id, "loaded", attempt=number, load_seconds=load_seconds)
             await self._confirm(client)
         return load_seconds
@@ -423,8 +428,10 @@ class Launcher:
                     self.store.finish_run(run_id, "interrupted", {"failures": failures})
                 raise
             self.store.finish_attempt(
-                attempt_id, "ready", load_seconds=load_seconds, builds=self.builds
+                attempt_id, "ready", load_seconds=load_seconds, builds=self.builds, links=self.links
             )
+            for link in self.links:
+                self.say(f"link {link.describe()}")
             endpoint = f"http://{profile.bind_host}:{profile.port}"
             summary = {
                 "endpoint": endpoint,
@@ -436,7 +443,14 @@ class Launcher:
             if owned:
                 self.store.finish_run(run_id, "ok", summary)
             return LaunchResult(
-                run_id, endpoint, tried, load_seconds, split_text, self.builds, survivors
+                run_id,
+                endpoint,
+                tried,
+                load_seconds,
+                split_text,
+                self.builds,
+                survivors,
+                self.links,
             )
         if owned:
             self.store.finish_run(run_id, "failed", {"failures": failures, "survivors": survivors})
