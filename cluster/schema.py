@@ -75,6 +75,24 @@ CREATE INDEX IF NOT EXISTS throughput_path ON throughput (head, worker, at);
 SCHEMA_V4 = """
 ALTER TABLE attempts ADD COLUMN links_json TEXT NOT NULL DEFAULT '[]';
 """
+# Version 5: the daemon's desired state, its jobs and its incidents (cluster/daemon), one
+# JSON document of their pydantic model a row.
+SCHEMA_V5 = """
+CREATE TABLE IF NOT EXISTS daemon_desired (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    data_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS daemon_jobs (
+    id INTEGER PRIMARY KEY,
+    status TEXT NOT NULL,
+    data_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS daemon_incidents (
+    id INTEGER PRIMARY KEY,
+    started REAL NOT NULL,
+    data_json TEXT NOT NULL
+);
+"""
 # Index i brings a file from version i to version i + 1.
-MIGRATIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
+MIGRATIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -30,6 +30,7 @@ the file; a result written twice stays ``sqlite3.IntegrityError``, a bug of the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -210,6 +211,14 @@ class Store:
                     self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Rows of a read, for the record's other tables (``cluster.daemon.records``)."""
+        return self._read(sql, params)
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT), with errors mapped."""
+        return self._tx()
 
     # runs
     def start_run(self, kind: str, profile: str | None, config: dict[str, Any]) -> int:

@@ -307,6 +307,7 @@ COMMAND_MODULES = (
     "cluster.cli.sweep",
     "cluster.cli.extra",
     "cluster.cli.provision",
+    "cluster.cli.daemon",
 )
 
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from cluster.config.build import BuildConfig
+from cluster.config.daemon import DaemonConfig
 from cluster.errors import ConfigError
 
 # A name we are willing to put on a command line or in a file name unquoted.
@@ -172,6 +173,8 @@ class Inventory(StrictModel):
     controller: ControllerConfig = ControllerConfig()
     # The one llama.cpp build every host runs (``clusterctl provision``).
     build: BuildConfig = BuildConfig()
+    # How ``clusterctl daemon`` listens and supervises.
+    daemon: DaemonConfig = DaemonConfig()
     hosts: dict[Name, HostConfig]
 
     @model_validator(mode="before")

@@ -83,6 +83,18 @@ class LlamaClient:
             raise HTTPError(f"{method} {self.base_url}{path}: answer is not a JSON object")
         return data
 
+    async def busy(self, timeout_s: float = 2.0) -> bool | None:
+        """Is a slot processing a request (``GET /slots``)? None when the server does not
+        answer in time: its task loop is stuck (a request hung on a stopped worker)."""
+        try:
+            response = await self._http.get("/slots", timeout=timeout_s)
+            slots = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        if not isinstance(slots, list):
+            return None
+        return any(isinstance(s, dict) and s.get("is_processing") for s in slots)
+
     async def props(self) -> dict[str, Any]:
         return await self._json("GET", "/props")
 

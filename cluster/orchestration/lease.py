@@ -45,6 +45,8 @@ from cluster.transport.pool import HostPool
 log = structlog.get_logger(__name__)
 
 RENEW_S = 5.0
+# The daemon holds the lease for its life; one-shot commands go through its API instead.
+DAEMON = "clusterctl daemon"
 TTL_S = 30.0
 STOP_WAIT_S = 90.0
 
@@ -221,6 +223,11 @@ async def _acquire(
     while True:
         holder = state.holder
         if holder is not None and state.holder_alive():
+            if holder.command.startswith(DAEMON):
+                raise ClusterBusy(
+                    f"the daemon {holder.describe()} supervises this cluster: ask it with "
+                    "`clusterctl serve`, `submit`, `jobs` (or stop the daemon first)"
+                )
             if not take_from_jobs:
                 raise ClusterBusy(
                     f"the cluster is busy: {holder.describe()} holds its lease on "
