@@ -8,6 +8,7 @@ classified cause out of a launch attempt or a request.
 
 from __future__ import annotations
 
+from cluster.concurrency import together
 from cluster.config.models import HostConfig
 from cluster.llamacpp.capabilities import parse_rpc_banner
 from cluster.llamacpp.logs import Classification, FailureClass, classify
@@ -32,8 +33,14 @@ async def rpc_server_failure(pool: HostPool, rpc_hosts: list[HostConfig]) -> Att
     Its own log names a specific cause (an allocation failure, a GPU fault); otherwise a
     worker that went away is a transport drop from the head's point of view.
     """
-    for host in rpc_hosts:
-        poll = await processes.poll_log(pool[host.name], host.run_dir, RPC_SERVER, 1 << 62)
+    # Every host at once: this runs every half second of a load and of a request.
+    polls = await together(
+        *(
+            processes.poll_log(pool[host.name], host.run_dir, RPC_SERVER, 1 << 62)
+            for host in rpc_hosts
+        )
+    )
+    for host, poll in zip(rpc_hosts, polls, strict=True):
         if poll.alive:
             continue
         tail = await processes.log_tail(pool[host.name], host.run_dir, RPC_SERVER)

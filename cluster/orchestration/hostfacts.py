@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cluster import facts
+from cluster.concurrency import together
 from cluster.config.models import HostConfig, Inventory
 from cluster.errors import ClusterError
 from cluster.firewall import Firewall, parse_ruleset, ruleset_command
@@ -25,6 +26,9 @@ from cluster.transport.base import Transport
 from cluster.transport.pool import HostPool
 
 IPERF_PORT = 5201
+# Routes and pings run from the head to several workers at once, over its one ssh
+# connection; OpenSSH allows 10 sessions on a connection by default (MaxSessions).
+PATH_CONCURRENCY = 6
 
 # Whether to measure the throughput to the workers: all, none, or those a predicate names.
 Measure = bool | Callable[[str], bool]
@@ -147,18 +151,28 @@ async def _paths_from_head(
     """Route, round trip and (where asked, and iperf3 exists on both ends) throughput
     head -> worker."""
     transport = pool[head.name]
-    for worker in workers:
+    sessions = asyncio.Semaphore(PATH_CONCURRENCY)
+
+    async def reach(worker: HostFacts) -> PathFacts:
         destination = str(worker.host.link_address)
-        result = await transport.run(facts.route_command(destination))
-        path = PathFacts(
-            worker.name,
-            facts.parse_route(destination, result.exit_status, result.stdout, result.stderr),
-        )
-        head.paths.append(path)
-        ping = await transport.run(
-            facts.ping_command(destination, head.host.link_interface), timeout=15
-        )
+        async with sessions:
+            result = await transport.run(facts.route_command(destination))
+            path = PathFacts(
+                worker.name,
+                facts.parse_route(destination, result.exit_status, result.stdout, result.stderr),
+            )
+            ping = await transport.run(
+                facts.ping_command(destination, head.host.link_interface), timeout=15
+            )
         path.rtt_ms = facts.parse_ping(ping.stdout)
+        return path
+
+    # A route and a few pings per worker, several workers at once: a ping round takes about
+    # a second, so paths no longer add up worker by worker. The iperf3 runs stay one after
+    # the other: run at once they would share the head's link and each measure a fraction.
+    paths = await together(*(reach(worker) for worker in workers))
+    head.paths.extend(paths)
+    for worker, path in zip(workers, paths, strict=True):
         wanted = (
             measure_throughput(worker.name) if callable(measure_throughput) else measure_throughput
         )

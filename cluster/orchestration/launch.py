@@ -278,14 +278,17 @@ class Launcher:
             )
 
     async def log_tails(self) -> dict[str, str]:
-        """The last lines of every component's log on the serving hosts, by host/name."""
-        tails = {}
-        for host in self.hosts:
-            for name in (RPC_SERVER, LLAMA_SERVER):
-                tail = await processes.log_tail(self.pool[host.name], host.run_dir, name)
-                if tail:
-                    tails[f"{host.name}/{name}"] = tail
-        return tails
+        """The last lines of every component's log on the serving hosts, by host/name,
+        read from every host at once."""
+        wanted = [(host, name) for host in self.hosts for name in (RPC_SERVER, LLAMA_SERVER)]
+        found = await together(
+            *(processes.log_tail(self.pool[host.name], host.run_dir, name) for host, name in wanted)
+        )
+        return {
+            f"{host.name}/{name}": tail
+            for (host, name), tail in zip(wanted, found, strict=True)
+            if tail
+        }
 
     async def _attempt(self, run_id: int, number: int, reuse_rpc: bool = False) -> float:
         meta = {
