@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from support import Cluster
 
+from cluster.llamacpp.gguf_info import read_model_info
+from cluster.measure.bandwidth import TokenTraffic, token_bytes
 from cluster.measure.calibrate import tolerance
 from cluster.measure.shapes import BUILTIN_SHAPE_NAMES
 
@@ -198,10 +200,23 @@ def test_ceiling_climbs_then_bisects_to_the_slot_context(
 
 
 def test_show_markdown_is_the_published_table(cluster: Cluster, tiny_model: Path) -> None:
+    cluster.write_inventory(evo={"memory_bandwidth_gbs": 40}, bee={"memory_bandwidth_gbs": 40})
     cluster.write_profile("tiny", tiny_model)
     bench = cluster.run("bench", "tiny", "--tokens", "128", "--gen", "8", "--repeat", "2")
     assert bench.returncode == 0, bench.stderr
     run_id = last_run(cluster)
+    # The bytes a token reads come from the model's headers, read on the head.
+    expected = token_bytes(read_model_info([tiny_model]))
+    [result] = results_of(cluster, run_id)
+    traffic = TokenTraffic.model_validate(result["metrics"]["traffic"])  # type: ignore[index]
+    assert traffic.bytes_per_token == expected
+    assert [d.host for d in traffic.devices] == ["evo", "bee", "evo"]
+    assert traffic.peak_gbs == pytest.approx(40.0)
+    with cluster.store() as store:
+        run = store.run(run_id)
+    assert run is not None and run.summary["bytes_per_token"] == expected
+    assert 0 < run.summary["bandwidth_fraction"] < 1
+    assert "generation reads" in bench.stderr and "of 40 GB/s" in bench.stderr
     markdown = cluster.run("show", str(run_id), "--markdown")
     assert markdown.returncode == 0, markdown.stderr
     lines = markdown.stdout.splitlines()
@@ -209,6 +224,8 @@ def test_show_markdown_is_the_published_table(cluster: Cluster, tiny_model: Path
     assert header.split("|")[1:6] == [" config ", " target ", " shape ", " calibrated ", " result "]
     row = lines[lines.index(header) + 2]
     assert row.startswith("| tiny | 128 | random |") and "PASS" in row
+    assert header.endswith("| GB/s | % peak |") and row.endswith("% |")
+    assert "- memory-bandwidth peak per split: `1/1` 40 GB/s" in lines
 
     missing = cluster.run("show", "999")
     assert missing.returncode == 2 and "no run 999" in missing.stderr

@@ -17,6 +17,7 @@ from support import Cluster
 from cluster.config.loader import load_inventory, load_profile
 from cluster.config.resolve import devices_for
 from cluster.llamacpp.gguf_info import GiB, estimate_memory, read_model_info
+from cluster.measure.bandwidth import token_bytes
 
 pytestmark = pytest.mark.testbed
 
@@ -81,10 +82,15 @@ def test_grid_sweep_prunes_reports_and_every_file_agrees_with_the_store(
         assert points[split]["status"] == "pruned"
         assert "on bee, has" in points[split]["evidence"]
     fitting = [split for split in SPLITS if split not in too_big]
+    shares = set()
     for split in fitting:
         assert points[split]["status"] == "pass", points[split]
         assert points[split]["metrics"]["objective"] > 0
         assert points[split]["metrics"]["load_seconds"] > 0
+        traffic = points[split]["metrics"]["traffic"]
+        assert traffic["bytes_per_token"] == token_bytes(read_model_info([tiny_model]))
+        shares.add(tuple(device["bytes"] for device in traffic["devices"]))
+    assert len(shares) > 1  # each split places other bytes on evo and bee
     with cluster.store() as store:
         attempts = store.attempts(run_id)
     # Pruned splits never load; the others load once each.
@@ -117,6 +123,7 @@ def test_grid_sweep_prunes_reports_and_every_file_agrees_with_the_store(
             tg = point["metrics"]["summary"]["tg_tps"]["median"]
             assert float(by_split[split]["tg_tps"]) == pytest.approx(tg, rel=1e-6)
             assert f"| {split} |" in markdown
+            assert by_split[split]["bytes_per_token"]
     assert {r["key"] for r in document["results"]} == {f"split={s}" for s in SPLITS}
 
     clean = tmp_path / "clean"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,11 @@ from pathlib import Path
 import pytest
 from support import Cluster, llama_processes
 
+from cluster.config.loader import load_inventory, load_profile
+from cluster.config.resolve import devices_for
+from cluster.llamacpp.gguf_info import estimate_devices, read_model_info
 from cluster.llamacpp.logs import LoadProgress
+from cluster.orchestration.linkstats import Bottleneck
 from cluster.testbed.bed import TestbedSpec, create
 
 pytestmark = pytest.mark.testbed
@@ -109,6 +114,9 @@ def test_up_serves_split_over_both_hosts(
         [attempt] = store.attempts(run.id)
     assert run.status == "ok" and attempt.outcome == "ready" and attempt.load_seconds
     assert attempt.builds["bee"]["rpc_protocol"] == ("7.0.0" if build == "current" else "4.0.1")
+    [link] = attempt.links  # bee's link during the load; evo's own rpc-server is local
+    assert link.worker == "bee" and link.seconds == attempt.load_seconds
+    assert link.bytes > 0 and link.bottleneck is Bottleneck.TOO_LITTLE  # a 1.6 MB model
     assert_down_leaves_nothing(cluster)
 
 
@@ -168,6 +176,40 @@ def test_crash_during_load_is_classified_and_retried(
     assert first.failure_class == "transport_drop", first.evidence
     assert second.outcome == "ready"
     complete_on_head(cluster, stdout.strip())
+    assert_down_leaves_nothing(cluster)
+
+
+def test_up_records_what_the_link_carried_against_its_capacity(
+    cluster: Cluster, slow_model: Path, slow_link: object
+) -> None:
+    cluster.write_profile("slow", slow_model, stall_timeout_s=10)
+    bee = cluster.bed.host("bee")
+    shutil.rmtree(bee.rpc_cache_dir, ignore_errors=True)  # a cold cache: bee gets every byte
+    bee.rpc_cache_dir.mkdir()
+    health = cluster.run("health", "slow", "--throughput", "--json")
+    assert health.returncode == 0, health.stdout + health.stderr
+    up = cluster.run("up", "slow", "--skip-health", "--json")
+    assert up.returncode == 0, up.stderr
+    [link] = json.loads(up.stdout)["links"]
+    assert (link["worker"], link["interface"]) == ("bee", "usb0")
+    # bee's share of the weights, plus TCP/IP and Ethernet headers (~4.5%) and the protocol.
+    info = read_model_info([slow_model])
+    devices = devices_for(load_inventory(cluster.hosts_file), load_profile(cluster.playbooks, "slow"))
+    share = estimate_devices(info, devices, 2048, 2, 99, "evo")[1].weights
+    moved = max(link["rx_bytes"], link["tx_bytes"])
+    assert share <= moved <= share * 1.1, (share, moved)
+    with cluster.store() as store:
+        [run] = store.runs("launch")
+        [attempt] = store.attempts(run.id)
+    [recorded] = attempt.links
+    assert recorded.capacity_bps is not None and 60e6 < recorded.capacity_bps < 110e6
+    assert recorded.seconds == attempt.load_seconds
+    # At 100 Mbit/s the link, not the head, sets the pace; on a loaded 2-core machine the
+    # head's share of the load (evo's half over loopback) can pull it under 80%.
+    assert recorded.utilisation is not None and recorded.utilisation > 0.5
+    assert recorded.bottleneck in (Bottleneck.LINK, Bottleneck.UNCLEAR)
+    assert recorded.cache_pays is True  # 100 Mbit/s is far slower than hashing
+    assert "link bee: " in up.stderr and "the rpc-server cache pays" in up.stderr
     assert_down_leaves_nothing(cluster)
 
 
