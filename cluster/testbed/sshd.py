@@ -60,8 +60,12 @@ def sshd_config_text(
     host_key: Path,
     pid_file: Path,
     authorized_keys: Path,
+    clean_shell: bool = False,
 ) -> str:
-    """The sshd_config of one testbed host; every path absolute, nothing from /etc/ssh."""
+    """The sshd_config of one testbed host; every path absolute, nothing from /etc/ssh.
+
+    With ``clean_shell``, commands run without the login user's ``~/.bashrc``: bash sources
+    it for a command over ssh only at shell level 0, and the session starts at level 1."""
     for path in (host_key, pid_file, authorized_keys):
         # sshd splits its arguments on whitespace and expands %-tokens in some of them.
         if not path.is_absolute() or any(ch in str(path) for ch in ' \t\n"%'):
@@ -89,6 +93,8 @@ def sshd_config_text(
         "ClientAliveCountMax 4",
         "LogLevel VERBOSE",
     ]
+    if clean_shell:
+        lines.append("SetEnv SHLVL=1")
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +122,9 @@ def plan_sshd(
     )
 
 
-def prepare_sshd(instance: SshdInstance, authorized_keys: Path) -> str:
+def prepare_sshd(
+    instance: SshdInstance, authorized_keys: Path, *, clean_shell: bool = False
+) -> str:
     """Write the host key and sshd_config of ``instance``; returns the public host key."""
     instance.config.parent.mkdir(parents=True, exist_ok=True)
     public_key = generate_key(instance.host_key, f"testbed-host-{instance.name}")
@@ -127,6 +135,7 @@ def prepare_sshd(instance: SshdInstance, authorized_keys: Path) -> str:
             host_key=instance.host_key,
             pid_file=instance.pid_file,
             authorized_keys=authorized_keys,
+            clean_shell=clean_shell,
         )
     )
     return public_key

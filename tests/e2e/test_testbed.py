@@ -323,3 +323,14 @@ def test_killed_creator_leaves_a_testbed_that_load_can_destroy(tmp_path: Path) -
     left.destroy()
     assert network.find_leftovers(left.tag) == {}
     assert ours_alive(tmp_path, {}) == []
+
+
+def test_clean_shell_hosts_skip_the_login_users_bashrc(tmp_path: Path) -> None:
+    # bash sources ~/.bashrc for a command over ssh only at shell level 0: a session that
+    # starts at SHLVL 1 runs the command at level 2, whatever the user's dotfiles hold.
+    for clean, level in ((False, "1"), (True, "2")):
+        with create(TestbedSpec(root=tmp_path / str(clean), n_hosts=1, clean_shell=clean)) as bed:
+            done = subprocess.run(
+                bed.ssh_argv(bed.head, ["echo $SHLVL"]), capture_output=True, text=True, timeout=30
+            )
+            assert done.stdout.strip() == level, done.stderr
