@@ -26,7 +26,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None
     db.close()
     with Store(tmp_path) as store:
         version = store._db.execute("PRAGMA user_version").fetchone()[0]
-        assert version == SCHEMA_VERSION == 4
+        assert version == SCHEMA_VERSION == 5
         (old,) = store.results(1)
         assert (old.key, old.spec, old.log_tails, old.evidence) == ("old", {}, {}, None)
         run = store.run(1)
