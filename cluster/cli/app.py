@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -108,10 +109,26 @@ def context_of(ctx: typer.Context) -> Context:
     return ctx.obj
 
 
-def run_async(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; Ctrl-C becomes the documented exit code."""
+def _dump_tasks() -> None:
+    """SIGUSR1: every asyncio task's stack on stderr (what is a job waiting for?)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
+async def _with_task_dump(make: Callable[[], Awaitable[T]]) -> T:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     try:
-        return asyncio.run(make())  # type: ignore[arg-type]
+        return await make()
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; Ctrl-C becomes the documented exit code; SIGUSR1 prints every
+    task's stack on stderr, for a job that seems stuck."""
+    try:
+        return asyncio.run(_with_task_dump(make))
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(errors.EXIT_INTERRUPTED) from None

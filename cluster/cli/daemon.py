@@ -16,7 +16,7 @@ import typer
 
 from cluster.cli.app import app, context_of, err, out, print_json
 from cluster.daemon.client import DaemonClient
-from cluster.daemon.models import Job, JobKind, JobRequest
+from cluster.daemon.models import DaemonStatus, Job, JobKind, JobRequest
 from cluster.daemon.windows import Window, parse_at
 from cluster.errors import ConfigError
 from cluster.transport.pool import HostPool
@@ -32,6 +32,15 @@ def client_for(ctx: typer.Context) -> DaemonClient:
     configured = inventory.daemon.socket
     path = Path(configured).expanduser() if configured else sources.state_dir / "daemon.sock"
     return DaemonClient(path)
+
+
+def daemon_status(ctx: typer.Context) -> DaemonStatus | None:
+    """The daemon's status when one answers on its socket (for ``status``), else None."""
+    client = client_for(ctx)
+    try:
+        return client.status() if client.answers() else None
+    finally:
+        client.close()
 
 
 @daemon_app.callback()

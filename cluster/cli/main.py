@@ -33,6 +33,7 @@ from cluster.cli.app import (
     run_async,
 )
 from cluster.cli.boundary import guarded, verbosity
+from cluster.cli.daemon import daemon_status
 from cluster.config.models import parse_split
 from cluster.errors import ConfigError
 from cluster.orchestration import control
@@ -264,10 +265,19 @@ def status(
             return await control.status(pool, inventory)
 
     rows, unreachable = run_async(go)
+    daemon = daemon_status(ctx)
     if as_json:
-        print_json({"components": [vars(row) for row in rows], "unreachable": unreachable})
+        print_json(
+            {
+                "components": [vars(row) for row in rows],
+                "unreachable": unreachable,
+                "daemon": daemon.model_dump(mode="json") if daemon else None,
+            }
+        )
     else:
         render.status(out, rows, unreachable)
+        if daemon is not None:
+            render.daemon(out, daemon)
     if unreachable:
         raise typer.Exit(errors.EXIT_TRANSPORT)
 

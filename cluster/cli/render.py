@@ -8,6 +8,7 @@ from rich.table import Table
 from cluster.config.loader import Sources
 from cluster.config.models import Inventory, Profile, format_split
 from cluster.config.resolve import Fit, ProfileCheck
+from cluster.daemon.models import DaemonStatus
 from cluster.orchestration.control import ComponentStatus, DownReport
 from cluster.orchestration.health import Check, Level
 from cluster.orchestration.processes import INVALID
@@ -172,3 +173,35 @@ def _profile_row(profile: Profile, check: ProfileCheck) -> tuple[str, ...]:
         f"load {profile.load_timeout_s:g}s stall {profile.stall_timeout_s:g}s "
         f"x{profile.retries + 1}",
     )
+
+
+def daemon(console: Console, status: DaemonStatus) -> None:
+    """The daemon's part of ``status``: its state, what it serves, incidents and queue."""
+    import time
+
+    desired = status.desired.profile or "nothing"
+    console.print(
+        f"daemon pid {status.pid}: {status.state.value}"
+        + (f" ({status.state_reason})" if status.state_reason else "")
+        + f"; desired: {desired}",
+        markup=False,
+        highlight=False,
+    )
+    open_incidents = [i for i in status.incidents if i.recovered is None]
+    day = [i for i in status.incidents if i.started > time.time() - 86400]
+    if day:
+        last = day[0]
+        recovered = (
+            f"recovered in {last.time_to_recover_s:.1f}s" if last.recovered else "not recovered"
+        )
+        console.print(
+            f"incidents in 24 h: {len(day)} ({len(open_incidents)} open); last: "
+            f"{last.cls.value}: {last.evidence[:100]} ({recovered})",
+            markup=False,
+            highlight=False,
+        )
+    queue = [j for j in status.jobs if not j.status.finished]
+    for job in queue:
+        progress = job.progress
+        done = f" {progress.done}/{progress.total}" if progress.total else ""
+        console.print(f"job {job.id}: {job.describe} {job.status.value}{done}", markup=False)

@@ -208,8 +208,7 @@ async def hold(
         yield me
     finally:
         renewer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewer
+        await asyncio.gather(renewer, return_exceptions=True)
         with contextlib.suppress(ClusterError):
             await lease.op("release", me.token)
 

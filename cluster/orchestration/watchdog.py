@@ -26,7 +26,6 @@ decisions are unit-tested with a fake clock (tests/unit/test_watchdog.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -202,6 +201,6 @@ class Watchdog(Generic[T]):
         finally:
             for task in (stepper, *guards):
                 task.cancel()
-            for task in (stepper, *guards):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            # gather, not a suppressed await: a cancellation of this task that arrives
+            # while its helpers wind down must still cancel it (Ctrl-C, `down`).
+            await asyncio.gather(stepper, *guards, return_exceptions=True)

@@ -121,7 +121,7 @@ def test_the_api_key_is_never_in_an_argv_on_the_head(cluster: Cluster, tiny_mode
         check=False,
     )
     assert up.returncode == 0, up.stderr
-    ps = cluster.bed.exec("evo", ["ps", "-eo", "args"], capture_output=True, text=True)
+    ps = cluster.bed.exec("evo", ["ps", "-ww", "-eo", "args"], capture_output=True, text=True)
     assert "llama-server" in ps.stdout and "--api-key-file" in ps.stdout
     assert key not in ps.stdout
     key_file = cluster.run_dir("evo") / "llama-server.key"

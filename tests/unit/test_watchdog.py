@@ -198,3 +198,35 @@ def test_parse_sample() -> None:
     assert parse_sample("-\n10\n20\n") == Sample(None, 30)
     assert parse_sample("77\n") == Sample(77, None)
     assert parse_sample("") == Sample(None, None)
+
+
+def test_a_cancellation_that_arrives_while_the_watch_winds_down_is_not_swallowed() -> None:
+    """Ctrl-C (or `down`) cancels the job's task once: it must end the job even when it
+    arrives while the watch is cancelling its helpers."""
+
+    async def slow_to_stop() -> Sample:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)  # cleaning up, like a command being killed
+            raise
+        return Sample(0, 0)
+
+    async def step() -> None:
+        await asyncio.sleep(0.05)
+        raise Crashed("llama-server exited")
+
+    async def go() -> str:
+        dog: Watchdog[None] = Watchdog(Limits(60, 600), slow_to_stop)
+        task = asyncio.ensure_future(dog.watch(step))
+        await asyncio.sleep(0.1)  # the step has failed; the watch is winding down
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+        except Crashed:
+            return "the cancellation was lost"
+        return "returned"
+
+    assert asyncio.run(go()) == "cancelled"
