@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,27 @@ class DaemonClient:
             timeout=timeout_s,
         )
 
+    def _listening(self) -> str | None:
+        """Why nothing listens on the socket, or None. Checked with a socket of our own,
+        closed either way (httpx's transport leaks the one of a refused connection)."""
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(self.socket_path))
+            except OSError as exc:
+                return exc.strerror or type(exc).__name__
+        return None
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        why = self._listening()
         try:
+            if why is not None:
+                raise httpx.ConnectError(why)
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise TransportError(
                 "daemon",
-                f"no daemon answers on {self.socket_path} ({type(exc).__name__}); start one "
-                "with `clusterctl daemon`",
+                f"no daemon answers on {self.socket_path} ({exc}); start one with "
+                "`clusterctl daemon`",
             ) from None
         if response.status_code in (400, 404, 422):
             detail = response.json().get("detail", response.text)
@@ -38,6 +52,8 @@ class DaemonClient:
         return response.json()
 
     def answers(self) -> bool:
+        if self._listening() is not None:
+            return False
         try:
             self._http.get("/api/status", timeout=3)
         except httpx.TransportError:

@@ -53,6 +53,9 @@ class Supervisor:
         self.stable_since: float | None = None
         self.last_idle_probe = 0.0
         self._wake = asyncio.Event()
+        # A tick and the lending of the cluster to a job exclude each other: a job never
+        # launches while a tick is starting the group (two spawns of one component).
+        self._turn = asyncio.Lock()
         self._lent_to: str | None = None
         self._watch: asyncio.Task[Problem] | None = None
 
@@ -99,6 +102,10 @@ class Supervisor:
             self._wake.clear()
 
     async def tick(self) -> None:
+        async with self._turn:
+            await self._tick()
+
+    async def _tick(self) -> None:
         if self._lent_to is not None:
             self.set_state(ServingState.JOB, self._lent_to)
             return
@@ -330,15 +337,16 @@ class Supervisor:
     async def lend(self, why: str) -> AsyncIterator[None]:
         """Give the cluster to a job: drain first (requests in flight finish, bounded),
         stop supervising while it runs, restore the desired serving state after it."""
-        self.set_state(ServingState.JOB, f"draining for {why}")
-        deadline = time.monotonic() + self.ctx.config.drain_timeout_s
-        while self.client is not None and time.monotonic() < deadline:
-            if await self.client.busy() is False:
-                break
-            await asyncio.sleep(0.5)
-        self._lent_to = why
-        self._stop_watch()
-        self.set_state(ServingState.JOB, why)
+        async with self._turn:
+            self.set_state(ServingState.JOB, f"draining for {why}")
+            deadline = time.monotonic() + self.ctx.config.drain_timeout_s
+            while self.client is not None and time.monotonic() < deadline:
+                if await self.client.busy() is False:
+                    break
+                await asyncio.sleep(0.5)
+            self._lent_to = why
+            self._stop_watch()
+            self.set_state(ServingState.JOB, why)
         try:
             yield
         finally:
