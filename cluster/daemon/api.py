@@ -25,6 +25,7 @@ from cluster.daemon.context import DaemonContext
 from cluster.daemon.jobs import JobRunner
 from cluster.daemon.models import DaemonStatus, Desired, Incident, Job, JobRequest
 from cluster.daemon.supervisor import Supervisor
+from cluster.daemon.usage import RequestRecord
 from cluster.daemon.windows import Window
 from cluster.errors import ClusterError
 from cluster.store import Result, Run
@@ -139,6 +140,11 @@ def build_app(ctx: DaemonContext, supervisor: Supervisor, jobs: JobRunner) -> Fa
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(ctx.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/api/requests")
+    async def requests(limit: int = 200) -> list[RequestRecord]:
+        """What the front door saw of the latest requests (tokens, TTFT, tok/s)."""
+        return ctx.usage.recent(limit)
 
     return app
 

@@ -15,6 +15,7 @@ from cluster.config.models import Inventory, Profile
 from cluster.daemon.events import EventBus
 from cluster.daemon.metrics import Metrics
 from cluster.daemon.records import DaemonRecord
+from cluster.daemon.usage import Usage
 from cluster.store import Store
 from cluster.transport.pool import HostPool
 
@@ -31,6 +32,7 @@ class DaemonContext:
     environ: Mapping[str, str]
     events: EventBus = field(default_factory=EventBus)
     metrics: Metrics = field(default_factory=Metrics)
+    usage: Usage = field(default_factory=Usage)  # what the front door saw
 
     @property
     def config(self) -> DaemonConfig:
