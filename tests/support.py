@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cluster.daemon.client import DaemonClient
+from cluster.daemon.models import DaemonStatus
 from cluster.store import Store
 from cluster.testbed.bed import Testbed
 
@@ -263,3 +266,56 @@ def fake_sdist(folder: Path, version: str, extra: str = "") -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return archive
+
+
+class DaemonProcess:
+    """A `clusterctl daemon` process of the test's cluster, and a client of its API."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.socket = cluster.state_dir / "daemon.sock"
+        self.process: subprocess.Popen[str] | None = None
+        self.client = DaemonClient(self.socket)
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        with (self.cluster.root / "daemon.log").open("a") as log:  # the child keeps its copy
+            self.process = subprocess.Popen(
+                self.cluster.argv("-v", "daemon"),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env={**os.environ, **self.cluster.env(), **(env or {})},
+                text=True,
+            )
+        self.until(lambda s: True, "the API answers", timeout=60)
+
+    def status(self) -> DaemonStatus | None:
+        try:
+            return self.client.status()
+        except Exception:
+            return None
+
+    def until(self, ready: Callable[[DaemonStatus], bool], what: str, timeout: float = 120) -> DaemonStatus:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log()
+            status = self.status()
+            if status is not None and ready(status):
+                return status
+            time.sleep(0.1)
+        raise AssertionError(f"{what}: not within {timeout}s\n{self.log()[-3000:]}")
+
+    def serving(self, timeout: float = 120) -> DaemonStatus:
+        return self.until(lambda s: s.state.value == "serving", "serving", timeout)
+
+    def log(self) -> str:
+        path = self.cluster.root / "daemon.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        self.process.wait(timeout=60)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill(signal.SIGTERM)

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from cluster.config.addresses import is_loopback_host
 from cluster.config.build import BuildConfig
 from cluster.config.daemon import DaemonConfig
 from cluster.errors import ConfigError
@@ -318,12 +319,3 @@ class Profile(StrictModel):
             )
         return SecretStr(value)
 
-
-def is_loopback_host(address: str) -> bool:
-    """127.0.0.0/8, ::1 and ``localhost``: only this machine can connect."""
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False

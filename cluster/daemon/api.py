@@ -3,24 +3,23 @@ state, jobs, runs and incidents, server-sent events, and Prometheus metrics.
 
 It listens on a Unix socket (its file permissions, owner only, are the authentication)
 and optionally on TCP, where every request must carry ``Authorization: Bearer TOKEN``
-(``TokenGuard``, compared in constant time). The records are the daemon's pydantic models
+(``auth.TokenGuard``, compared in constant time); ``/v1`` is the front door
+(``frontdoor``), with keys of its own. The records are the daemon's pydantic models
 (``daemon.models``) and the store's (``store.Run``, ``Result``), so the schema, the
 validation and the documentation are one thing.
 """
 
 from __future__ import annotations
 
-import hmac
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from cluster.config.models import parse_split
+from cluster.daemon import frontdoor
 from cluster.daemon.context import DaemonContext
 from cluster.daemon.jobs import JobRunner
 from cluster.daemon.models import DaemonStatus, Desired, Incident, Job, JobRequest
@@ -29,10 +28,6 @@ from cluster.daemon.usage import RequestRecord
 from cluster.daemon.windows import Window
 from cluster.errors import ClusterError
 from cluster.store import Result, Run
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class DesiredRequest(BaseModel):
@@ -146,6 +141,7 @@ def build_app(ctx: DaemonContext, supervisor: Supervisor, jobs: JobRunner) -> Fa
         """What the front door saw of the latest requests (tokens, TTFT, tok/s)."""
         return ctx.usage.recent(limit)
 
+    frontdoor.mount(app, ctx, supervisor)
     return app
 
 
@@ -168,29 +164,3 @@ def _check_target(ctx: DaemonContext, request: JobRequest) -> None:
         load_screen(ctx.playbooks_dir, request.target)
     else:
         ctx.profile(load_sweep(ctx.playbooks_dir, request.target).profile)
-
-
-class TokenGuard:
-    """Every HTTP request must carry ``Authorization: Bearer TOKEN`` (the TCP listener)."""
-
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], token: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"www-authenticate", b"Bearer"),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": b'{"detail":"token required"}'})
-                return
-        await self.app(scope, receive, send)

@@ -66,6 +66,29 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.front_requests = Counter(
+            "clusterctl_frontdoor_requests",
+            "Requests through the front door, by the HTTP status the client got",
+            ["status"],
+            registry=self.registry,
+        )
+        self.front_waiting = Gauge(
+            "clusterctl_frontdoor_waiting",
+            "Requests waiting at the front door for the cluster to serve",
+            registry=self.registry,
+        )
+        self.front_ttft = Histogram(
+            "clusterctl_frontdoor_ttft_seconds",
+            "Time to the first streamed chunk through the front door",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 120, 600),
+            registry=self.registry,
+        )
+        self.front_tg_tps = Gauge(
+            "clusterctl_frontdoor_last_tg_tokens_per_second",
+            "Generation rate of the last request through the front door (llama-server's timings)",
+            registry=self.registry,
+        )
+
     def set_state(self, state: ServingState) -> None:
         for each in ServingState:
             self.state.labels(each.value).set(1 if each is state else 0)

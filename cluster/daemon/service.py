@@ -24,7 +24,8 @@ from typing import Any
 
 import uvicorn
 
-from cluster.daemon.api import TokenGuard, build_app
+from cluster.daemon.api import build_app
+from cluster.daemon.auth import TokenGuard
 from cluster.daemon.context import DaemonContext, log
 from cluster.daemon.jobs import JobRunner
 from cluster.daemon.supervisor import Supervisor
@@ -77,7 +78,6 @@ class Daemon:
         servers = [_Server(uvicorn.Config(self.app, uds=str(path), **quiet))]
         address = self.ctx.config.address()
         if address is not None:
-            assert self.token is not None
             guarded = TokenGuard(self.app, self.token)
             servers.append(
                 _Server(uvicorn.Config(guarded, host=address[0], port=address[1], **quiet))

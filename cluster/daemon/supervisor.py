@@ -53,6 +53,8 @@ class Supervisor:
         self.stable_since: float | None = None
         self.last_idle_probe = 0.0
         self._wake = asyncio.Event()
+        # Set while the desired profile serves: the front door's waiting requests go on.
+        self.serving_now = asyncio.Event()
         # A tick and the lending of the cluster to a job exclude each other: a job never
         # launches while a tick is starting the group (two spawns of one component).
         self._turn = asyncio.Lock()
@@ -65,6 +67,10 @@ class Supervisor:
         if (state, reason) == (self.state, self.reason):
             return
         self.state, self.reason = state, reason
+        if state is ServingState.SERVING:
+            self.serving_now.set()
+        else:
+            self.serving_now.clear()
         self.ctx.metrics.set_state(state)
         self.ctx.events.publish("state", state=state.value, reason=reason)
         log.info("state", state=state.value, reason=reason)

@@ -9,14 +9,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from support import Cluster, llama_processes
+from support import Cluster, DaemonProcess, llama_processes
 
-from cluster.daemon.client import DaemonClient
 from cluster.daemon.models import DaemonStatus, IncidentClass, JobKind, JobRequest, JobStatus
 
 pytestmark = pytest.mark.testbed
@@ -24,78 +23,25 @@ pytestmark = pytest.mark.testbed
 STALL = 5
 
 
-class Daemon:
-    """A `clusterctl daemon` process of the test's cluster, and a client of its API."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.socket = cluster.state_dir / "daemon.sock"
-        self.process: subprocess.Popen[str] | None = None
-        self.client = DaemonClient(self.socket)
-
-    def start(self) -> None:
-        with (self.cluster.root / "daemon.log").open("a") as log:  # the child keeps its copy
-            self.process = subprocess.Popen(
-                self.cluster.argv("-v", "daemon"),
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env={**os.environ, **self.cluster.env()},
-                text=True,
-            )
-        self.until(lambda s: True, "the API answers", timeout=60)
-
-    def status(self) -> DaemonStatus | None:
-        try:
-            return self.client.status()
-        except Exception:
-            return None
-
-    def until(self, ready: Callable[[DaemonStatus], bool], what: str, timeout: float = 120) -> DaemonStatus:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.log()
-            status = self.status()
-            if status is not None and ready(status):
-                return status
-            time.sleep(0.1)
-        raise AssertionError(f"{what}: not within {timeout}s\n{self.log()[-3000:]}")
-
-    def serving(self, timeout: float = 120) -> DaemonStatus:
-        return self.until(lambda s: s.state.value == "serving", "serving", timeout)
-
-    def log(self) -> str:
-        path = self.cluster.root / "daemon.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        self.process.wait(timeout=60)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.kill(signal.SIGTERM)
-
-
 @pytest.fixture
-def daemon(cluster: Cluster, tiny_model: Path) -> Iterator[Daemon]:
+def daemon(cluster: Cluster, tiny_model: Path) -> Iterator[DaemonProcess]:
     cluster.write_profile("tiny", tiny_model, ctx_size=8192, parallel=1, stall_timeout_s=STALL)
     with cluster.hosts_file.open("a") as hosts:
         hosts.write("\n[daemon]\nprobe_interval_s = 1\nidle_probe_s = 5\nbackoff_base_s = 1\n")
-    started = Daemon(cluster)
+    started = DaemonProcess(cluster)
     started.start()
     yield started
     started.stop()
     started.client.close()
 
 
-def serve(daemon: Daemon) -> DaemonStatus:
+def serve(daemon: DaemonProcess) -> DaemonStatus:
     daemon.client.set_desired("tiny")
     return daemon.serving()
 
 
 def test_a_killed_llama_server_is_brought_back_and_recorded(
-    cluster: Cluster, daemon: Daemon
+    cluster: Cluster, daemon: DaemonProcess
 ) -> None:
     before = serve(daemon)
     killed_at = time.time()
@@ -112,7 +58,7 @@ def test_a_killed_llama_server_is_brought_back_and_recorded(
     assert ok.returncode == 8 and "the daemon `clusterctl daemon`" in ok.stderr  # one owner
 
 
-def test_a_killed_worker_restarts_the_whole_group(cluster: Cluster, daemon: Daemon) -> None:
+def test_a_killed_worker_restarts_the_whole_group(cluster: Cluster, daemon: DaemonProcess) -> None:
     before = serve(daemon)
     os.kill(cluster.component_pid("bee", "rpc-server"), signal.SIGKILL)
     after = daemon.until(
@@ -125,7 +71,7 @@ def test_a_killed_worker_restarts_the_whole_group(cluster: Cluster, daemon: Daem
 
 
 def test_a_worker_stopped_mid_request_is_a_hang_and_the_group_restarts(
-    cluster: Cluster, daemon: Daemon
+    cluster: Cluster, daemon: DaemonProcess
 ) -> None:
     serve(daemon)
     request = subprocess.Popen(  # a long generation through the head's own loopback
@@ -151,7 +97,7 @@ def test_a_worker_stopped_mid_request_is_a_hang_and_the_group_restarts(
 
 
 def test_link_down_degrades_without_a_crash_loop_then_serves_again(
-    cluster: Cluster, daemon: Daemon
+    cluster: Cluster, daemon: DaemonProcess
 ) -> None:
     serve(daemon)
     cluster.bed.link_down("bee")
@@ -173,7 +119,7 @@ def test_link_down_degrades_without_a_crash_loop_then_serves_again(
 
 
 def test_a_new_daemon_adopts_what_serves_without_a_reload(
-    cluster: Cluster, daemon: Daemon
+    cluster: Cluster, daemon: DaemonProcess
 ) -> None:
     first = serve(daemon)
     daemon.kill(signal.SIGKILL)
@@ -196,7 +142,7 @@ def write_sweep(cluster: Cluster, name: str = "night") -> None:
 
 
 def test_a_sweep_waits_for_a_request_then_runs_and_serving_is_restored(
-    cluster: Cluster, daemon: Daemon
+    cluster: Cluster, daemon: DaemonProcess
 ) -> None:
     serve(daemon)
     write_sweep(cluster)
@@ -227,7 +173,7 @@ def test_a_sweep_waits_for_a_request_then_runs_and_serving_is_restored(
 
 
 def test_a_daemon_killed_mid_sweep_resumes_it_exactly_once(
-    cluster: Cluster, daemon: Daemon
+    cluster: Cluster, daemon: DaemonProcess
 ) -> None:
     serve(daemon)
     write_sweep(cluster)
@@ -256,7 +202,7 @@ def test_a_daemon_killed_mid_sweep_resumes_it_exactly_once(
     assert all(after[split] == point for split, point in before.items())
 
 
-def test_a_queued_job_is_cancelled(cluster: Cluster, daemon: Daemon) -> None:
+def test_a_queued_job_is_cancelled(cluster: Cluster, daemon: DaemonProcess) -> None:
     job = daemon.client.submit(JobRequest(kind=JobKind.BENCH, target="tiny", at=time.time() + 3600))
     assert job.status is JobStatus.WAITING
     assert daemon.client.cancel(job.id).status is JobStatus.CANCELLED

@@ -10,8 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cluster.config.daemon import DaemonConfig
 from cluster.config.models import Inventory
-from cluster.daemon.api import TokenGuard, build_app
+from cluster.daemon.api import build_app
+from cluster.daemon.auth import TokenGuard
 from cluster.daemon.context import DaemonContext
 from cluster.daemon.jobs import JobRunner
 from cluster.daemon.supervisor import Supervisor
@@ -109,3 +111,33 @@ def test_metrics_are_prometheus_text(ctx: DaemonContext) -> None:
         "clusterctl_job_progress_ratio",
     ):
         assert name in text or name.removesuffix("_total") in text, name
+
+
+def test_a_browser_logs_in_once_and_the_front_door_keeps_its_own_keys(ctx: DaemonContext) -> None:
+    # No room to wait: a request while nothing serves is refused at once.
+    ctx.inventory = ctx.inventory.model_copy(update={"daemon": DaemonConfig(queue_size=0)})
+    supervisor = Supervisor(ctx)
+    guarded = TokenGuard(build_app(ctx, supervisor, JobRunner(ctx, supervisor)), "s3cret")
+
+    async def go() -> tuple[httpx.Response, ...]:
+        transport = httpx.ASGITransport(app=guarded)
+        async with httpx.AsyncClient(transport=transport, base_url="http://daemon") as client:
+            bad = await client.get("/login", params={"token": "nope"})
+            login = await client.get("/login", params={"token": "s3cret"})
+            with_cookie = await client.get("/api/status")  # the client keeps the cookie
+            front = await client.post("/v1/completions", json={})
+            return bad, login, with_cookie, front
+
+    bad, login, with_cookie, front = asyncio.run(go())
+    assert bad.status_code == 401
+    assert login.status_code == 303 and login.headers["location"] == "/"
+    cookie = login.headers["set-cookie"]
+    assert "clusterctl_token=s3cret" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert with_cookie.status_code == 200
+    # /v1 is not behind the daemon's token: the front door answers (here: not serving).
+    assert front.status_code == 503 and front.headers["retry-after"]
+    assert "the cluster is not serving" in front.json()["error"]["message"]
+
+
+def test_without_a_token_loopback_is_open(ctx: DaemonContext) -> None:
+    assert call(ctx, "GET", "/api/status", token=None).status_code == 200
