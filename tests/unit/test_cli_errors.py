@@ -368,29 +368,6 @@ def test_a_report_goes_under_the_state_directory_unless_out_says(setup: Setup) -
     assert again.stderr.strip() == f"report of run {run_id} written to {chosen}"
 
 
-def test_applying_a_best_within_the_noise_warns(setup: Setup) -> None:
-    """One request per split, 2% apart: applied as asked, with a warning that it is noise."""
-    with Store(setup.state) as store:
-        run_id = store.start_run("sweep", "p", {"objective": {"metric": "tg_tps"}})
-        for split, tg in (("1/1", 10.0), ("1.2/0.8", 10.2)):
-            one = {"n": 1, "median": tg, "min": tg, "max": tg, "cv": None, "noisy": False}
-            metrics = {"summary": {"tg_tps": one, "pp_tps": {**one, "median": 100.0}}}
-            metrics["objective"] = tg
-            key = f"split={split}"
-            store.record_result(run_id, key, "pass", spec={"split": split}, metrics=metrics)
-        best = {"split": "1.2/0.8", "objective": 10.2}
-        store.finish_run(run_id, "ok", {"best": best, "baseline": {"split": "1/1"}})
-    result = run(setup, "report", str(run_id), "--out", str(setup.root / "r"), "--apply")
-    assert result.returncode == 0, result.stderr
-    assert (
-        "warning: no split is better than the noise; applying the highest, 1.2/0.8, as asked"
-        in result.stderr
-    )
-    assert 'tensor_split = "1.2/0.8"' in (setup.playbooks / "p.toml").read_text()
-    report = (setup.root / "r" / "report.md").read_text()
-    assert "No split is better than the noise: `1.2/0.8` scored highest" in report
-
-
 # --- pid files that are empty, truncated or garbage ---------------------------------------
 
 BAD_PID_FILES = {
