@@ -188,12 +188,25 @@ class Listener:
         return wildcard or address in ("0.0.0.0", "*") or self.address == address
 
 
+# ss where it exists; else the kernel's own tables (minimal containers and images have no
+# iproute2): listeners without pids, enough to see that a port is taken.
+LISTENERS_SCRIPT = r"""
+command -v ss >/dev/null 2>&1 && exec ss -H -t -l -n -p
+echo "# /proc/net/tcp"
+cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
+exit 0
+"""
+
+
 def listeners_command() -> list[str]:
-    return ["ss", "-H", "-t", "-l", "-n", "-p"]
+    return ["sh", "-c", LISTENERS_SCRIPT]
 
 
 def parse_listeners(stdout: str) -> list[Listener]:
-    """Parse ``ss -Htlnp``: one listener per line, with the pids when ss may show them."""
+    """Parse ``ss -Htlnp`` (one listener per line, with the pids when ss may show them) or,
+    without ss, ``/proc/net/tcp`` and ``tcp6`` (listening sockets, no pids)."""
+    if stdout.startswith("# /proc/net/tcp"):
+        return _parse_proc_tcp(stdout)
     listeners = []
     for line in stdout.splitlines():
         fields = line.split()
@@ -208,12 +221,39 @@ def parse_listeners(stdout: str) -> list[Listener]:
     return listeners
 
 
+def _parse_proc_tcp(stdout: str) -> list[Listener]:
+    """Rows of /proc/net/tcp{,6} in state 0A (LISTEN): hex address (little-endian words)
+    and hex port."""
+    listeners = []
+    for line in stdout.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != "0A" or ":" not in fields[1]:
+            continue
+        hex_address, _, hex_port = fields[1].partition(":")
+        try:
+            raw = bytes.fromhex(hex_address)
+            port = int(hex_port, 16)
+        except ValueError:
+            continue
+        # The kernel prints each 32-bit word in host (little-endian) order.
+        words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+        try:
+            address = str(ipaddress.ip_address(words))
+        except ValueError:
+            continue
+        if address == "::":
+            address = "*"
+        listeners.append(Listener(address, port, ()))
+    return listeners
+
+
 # --- llama.cpp processes in this host's network namespace ---------------------------------
 
 PROCESS_SCRIPT = r"""
 me=$(readlink /proc/self/ns/net)
 for p in /proc/[0-9]*; do
-  comm=$(cat "$p/comm" 2>/dev/null) || continue
+  # read, not $(cat ...): no process forked per process of the host.
+  read -r comm 2>/dev/null < "$p/comm" || continue
   case "$comm" in
     llama-server|rpc-server|ggml-rpc-server)
       ns=$(readlink "$p/ns/net" 2>/dev/null)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -37,6 +39,11 @@ from cluster.orchestration.control import LLAMA_SERVER, RPC_SERVER, stop_compone
 from cluster.orchestration.health import gate
 from cluster.orchestration.launch import Launcher
 from cluster.orchestration.retry import capped_backoff
+
+
+def _config_key(profile: Profile, split: list[float] | None) -> str:
+    text = json.dumps([profile.model_dump(mode="json"), split], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Supervisor:
@@ -59,6 +66,10 @@ class Supervisor:
         # launches while a tick is starting the group (two spawns of one component).
         self._turn = asyncio.Lock()
         self._lent_to: str | None = None
+        # The profile values and split of what serves (``_config_key``): a change of the
+        # desired state, or of the profile file, means a reload.
+        self.config_key: str | None = None
+        self.gate_needed = True
         self._watch: asyncio.Task[Problem] | None = None
 
     # --- state --------------------------------------------------------------------------
@@ -121,6 +132,15 @@ class Supervisor:
                 await self.stop_serving()
             return
         profile = self.ctx.profile(desired.profile)
+        wanted = _config_key(profile, desired.split)
+        if self.state is ServingState.SERVING and self.config_key == wanted:
+            # What serves was started (or adopted) for this very desired state: probe it.
+            # Build identities are read again only when the group (re)starts.
+            problem = await self._check(profile)
+            if problem is None:
+                self._forget_failures()
+                return
+            await self._open_incident(problem)
         launcher = Launcher(
             self.ctx.inventory,
             profile,
@@ -131,13 +151,8 @@ class Supervisor:
             say=self.ctx.say,
         )
         await launcher.read_builds()
-        if self.state is ServingState.SERVING and self.serving.serving_key == launcher.serving_key:
-            problem = await self._check(profile)
-            if problem is None:
-                self._forget_failures()
-                return
-            await self._open_incident(problem)
-        elif await self._adopt(launcher, profile):
+        self.config_key = wanted
+        if self.incident is None and await self._adopt(launcher, profile):
             return
         await self._start(launcher, profile)
 
@@ -198,6 +213,7 @@ class Supervisor:
         self.ctx.events.publish("incident", **incident.model_dump(mode="json"))
         log.warning("incident", cls=problem.cls.value, evidence=problem.evidence)
         self.set_state(ServingState.RECOVERING, f"{problem.cls.value}: {problem.evidence}")
+        self.gate_needed = problem.waits_for_gate or problem.cls is IncidentClass.LAUNCH_FAILED
         if problem.waits_for_gate:
             # The group cannot serve without the link or the host: stop it once, start
             # nothing until the health gate passes again.
@@ -227,11 +243,15 @@ class Supervisor:
             self.set_state(ServingState.RECOVERING, f"next restart in {wait:.0f}s")
             return
         self._stop_watch()
-        try:
-            await gate(self.ctx.pool, self.ctx.inventory, profile)
-        except LaunchError as exc:
-            self.set_state(ServingState.DEGRADED, f"waiting for the health gate: {exc}")
-            return
+        if self.gate_needed:
+            # The first start, and after a link or host went away: the whole health gate.
+            # After a crash or a hang the probe has just seen every host and link answer,
+            # so the restart goes straight to the launch (its own checks still run).
+            try:
+                await gate(self.ctx.pool, self.ctx.inventory, profile)
+            except LaunchError as exc:
+                self.set_state(ServingState.DEGRADED, f"waiting for the health gate: {exc}")
+                return
         restarting = self.incident is not None
         self.set_state(
             ServingState.RECOVERING if restarting else ServingState.STARTING,
@@ -255,6 +275,7 @@ class Supervisor:
             self.set_state(ServingState.RECOVERING, f"{exc}; next restart in {wait:.0f}s")
             return
         self.ctx.metrics.load_seconds.observe(result.load_seconds)
+        self.gate_needed = False
         await self._serve(launcher, profile, time.time())
 
     async def _serve(self, launcher: Launcher, profile: Profile, since: float) -> None:
@@ -336,6 +357,7 @@ class Supervisor:
         await stop_components(self.ctx.pool, list(self.ctx.inventory.hosts.values()))
         self.serving = Serving()
         self.launcher = None
+        self.config_key = None
         await self._close_client()
         self.set_state(ServingState.IDLE)
 

@@ -95,6 +95,10 @@ class TinyModelSpec:
     # layer's feed-forward is ``n_expert`` routed experts, ``n_expert_used`` per token.
     n_expert: int = 0
     n_expert_used: int = 0
+    # Every layer reuses the same random arrays (one per shape): tens of GB written in
+    # seconds, for the GPU benchmark; the bytes still differ from tensor to tensor in name
+    # and place only, which is all a load, a split or a bandwidth measurement needs.
+    shared_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.n_layer < 1 or self.n_embd < 1 or self.n_ff < 1 or self.shards < 1:
@@ -133,6 +137,8 @@ class TinyModelSpec:
         fields = asdict(self)
         if not self.n_expert:  # dense specs keep the keys they had before MoE existed
             del fields["n_expert"], fields["n_expert_used"]
+        if not self.shared_weights:
+            del fields["shared_weights"]
         blob = json.dumps({"v": GENERATOR_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -234,11 +240,17 @@ def _tensors(spec: TinyModelSpec, vocab: Vocab) -> list[tuple[str, npt.NDArray[A
         scale = 1.0 / math.sqrt(shape[-1])
         return rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
 
+    shared: dict[tuple[object, ...], npt.NDArray[Any]] = {}
+
     def matrix(*shape: int, writes_channel_0: bool = True) -> npt.NDArray[Any]:
+        key = ("matrix", shape, writes_channel_0)
+        if spec.shared_weights and key in shared:
+            return shared[key]
         w = weight(*shape)
         if not writes_channel_0:
             w[0, :] = 0.0
-        return w.astype(wtype)
+        shared[key] = w.astype(wtype)
+        return shared[key]
 
     def norm() -> npt.NDArray[np.float32]:
         # 1-D tensors stay f32, as llama.cpp's converters write them.
@@ -249,10 +261,14 @@ def _tensors(spec: TinyModelSpec, vocab: Vocab) -> list[tuple[str, npt.NDArray[A
     embd[:, 0] = _BIAS_CHANNEL
     out: list[tuple[str, npt.NDArray[Any]]] = [("token_embd.weight", embd.astype(wtype))]
     def experts(*shape: int, writes_channel_0: bool = True) -> npt.NDArray[Any]:
+        key = ("experts", shape, writes_channel_0)
+        if spec.shared_weights and key in shared:
+            return shared[key]
         w = weight(spec.n_expert, *shape)
         if not writes_channel_0:
             w[:, 0, :] = 0.0
-        return w.astype(wtype)
+        shared[key] = w.astype(wtype)
+        return shared[key]
 
     for i in range(spec.n_layer):
         out += [

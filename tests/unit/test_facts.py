@@ -104,3 +104,19 @@ def test_commands_are_argv_lists_with_arguments_kept_apart() -> None:
     argv = facts.file_sizes_command([hostile])
     assert argv[-1] == hostile  # passed as one positional argument, never spliced into the script
     assert hostile not in argv[2]
+
+
+def test_listeners_without_ss_come_from_proc_net_tcp() -> None:
+    """Images without iproute2 (the GPU machine): the kernel's tables, in state 0A."""
+    text = (
+        "# /proc/net/tcp\n"
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+        "   0: 0300007F:C384 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0\n"
+        "   1: 0100007F:4E84 0100007F:A1B2 01 00000000:00000000 00:00000000 00000000     0\n"
+        "   2: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0\n"
+        "  sl  local_address                         remote_address                        st\n"
+        "   0: 00000000000000000000000001000000:2382 00000000000000000000000000000000:0000 0A\n"
+        "   1: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A\n"
+    )
+    found = [(listener.address, listener.port) for listener in facts.parse_listeners(text)]
+    assert found == [("127.0.0.3", 50052), ("0.0.0.0", 8080), ("::1", 9090), ("*", 22)]
