@@ -27,8 +27,9 @@ from cluster.transport.pool import HostPool
 
 IPERF_PORT = 5201
 # Routes and pings run from the head to several workers at once, over its one ssh
-# connection; OpenSSH allows 10 sessions on a connection by default (MaxSessions).
-PATH_CONCURRENCY = 6
+# connection; OpenSSH allows 10 sessions on a connection by default (MaxSessions), and a
+# launch's lease renewal may hold one more.
+PATH_CONCURRENCY = 8
 
 # Whether to measure the throughput to the workers: all, none, or those a predicate names.
 Measure = bool | Callable[[str], bool]
