@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from cluster.config.models import parse_split
 from cluster.daemon import frontdoor
 from cluster.daemon.context import DaemonContext
+from cluster.daemon.dashboard import routes as dashboard
 from cluster.daemon.jobs import JobRunner
 from cluster.daemon.models import DaemonStatus, Desired, Incident, Job, JobRequest
 from cluster.daemon.supervisor import Supervisor
@@ -142,6 +143,7 @@ def build_app(ctx: DaemonContext, supervisor: Supervisor, jobs: JobRunner) -> Fa
         return ctx.usage.recent(limit)
 
     frontdoor.mount(app, ctx, supervisor)
+    dashboard.mount(app, ctx, supervisor, jobs)
     return app
 
 

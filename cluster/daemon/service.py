@@ -27,6 +27,7 @@ import uvicorn
 from cluster.daemon.api import build_app
 from cluster.daemon.auth import TokenGuard
 from cluster.daemon.context import DaemonContext, log
+from cluster.daemon.dashboard import routes as dashboard
 from cluster.daemon.jobs import JobRunner
 from cluster.daemon.supervisor import Supervisor
 from cluster.errors import ConfigError
@@ -123,6 +124,7 @@ class Daemon:
             work = [
                 asyncio.ensure_future(self.supervisor.run()),
                 asyncio.ensure_future(self.jobs.run()),
+                asyncio.ensure_future(dashboard.watch_of(self.app).run()),
             ]
             log.info("daemon ready", socket=str(path), tcp=ctx.config.listen)
             if ready is not None:
