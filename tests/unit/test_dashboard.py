@@ -140,16 +140,18 @@ def test_the_watch_wakes_for_changes_to_what_runs_only() -> None:
     async def go() -> None:
         bus = EventBus()
         with bus.subscription() as queue:
-            bus.publish("progress", job=1, done=1)
+            bus.publish("job", id=1)
+            bus.publish("request", status=200)
             bus.publish("cluster", components_at=1.0)  # its own event
             started = time.monotonic()
             assert await snapshot._changed(queue, 0.2) == set()
             assert time.monotonic() - started >= 0.2
-            bus.publish("job", id=1)
+            bus.publish("progress", job=1, done=1)
             bus.publish("incident", cls="hang")
             bus.publish("state", state="recovering")
             bus.publish("desired", profile="tiny")
-            assert await snapshot._changed(queue, 5.0) == {"incident", "state", "desired"}
+            kinds = await snapshot._changed(queue, 5.0)
+            assert kinds == {"progress", "incident", "state", "desired"}
             assert queue.empty()
 
     asyncio.run(go())

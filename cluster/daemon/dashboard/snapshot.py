@@ -2,10 +2,10 @@
 builds, the components with pids and uptime, and the health checks with their verdicts.
 
 Reading it costs commands on every host (health gathers facts for about a second), so a
-page load never reads it: ``ClusterWatch`` refreshes it in the background, the
-components every ``COMPONENTS_S`` and at once when the supervisor says something changed
-(a state change, an incident, a recovery), health and builds every ``HEALTH_S`` and when
-the desired profile changes. The view is kept in memory and in
+page load never reads it: ``ClusterWatch`` refreshes it in the background. The components
+are read every ``COMPONENTS_S``, and at once when the daemon says something changed (a
+state change, an incident, a recovery, a job's progress); health and builds every
+``HEALTH_S`` and when the desired profile changes. The view is kept in memory and in
 ``STATE_DIR/dashboard/cluster.json``, so a restarted daemon serves the last one at once.
 
 Everything here is read-only: health is ``run_health`` without iperf3 (each link shows its
@@ -37,8 +37,9 @@ from cluster.store import Throughput
 
 COMPONENTS_S = 10.0
 HEALTH_S = 60.0
-# Events after which what runs has changed: the components are read again at once.
-CHANGES = frozenset({"state", "incident", "recovered", "adopted", "desired"})
+# Events after which what runs has changed: the components are read again at once (a
+# job's progress too: a sweep reloads llama-server for every point).
+CHANGES = frozenset({"state", "incident", "recovered", "adopted", "desired", "progress"})
 SETTLE_S = 0.3  # events come in bursts (incident, state, state): read once after them
 
 

@@ -84,9 +84,11 @@ function renderStatus(s) {
     ? `${s.desired.profile}${s.desired.split ? ` split ${s.desired.split.join("/")}` : ""}`
     : "nothing";
   $("desired").textContent = desired;
-  const serving = s.serving;
-  $("serving-profile").textContent = serving.profile
-    ? `${serving.profile} split ${serving.split}` : "nothing";
+  // While a job has the cluster, what served before is gone: it is started again after.
+  const lent = s.state === "job";
+  const serving = lent ? { pids: {} } : s.serving;
+  $("serving-profile").textContent = lent ? `nothing: ${s.state_reason || "a job"} has the cluster`
+    : serving.profile ? `${serving.profile} split ${serving.split}` : "nothing";
   $("serving-endpoint").textContent = serving.endpoint || "-";
   $("serving-since").textContent = serving.since
     ? `${clock(serving.since)} (${ago(serving.since)})` : "-";

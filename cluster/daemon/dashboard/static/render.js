@@ -144,11 +144,12 @@ export function markdown(text) {
 
 // --- a time-series chart in SVG ---------------------------------------------------------
 
-// The smallest 1, 2, 2.5 or 5 times a power of ten at or above value (an axis' top).
+// The smallest 1, 2 or 5 times a power of ten at or above value: an axis' top, whose half
+// (the middle tick) is a round number too.
 function niceCeiling(value) {
   if (!(value > 0)) return 1;
   const power = 10 ** Math.floor(Math.log10(value));
-  return [1, 2, 2.5, 5, 10].map((m) => m * power).find((top) => top >= value);
+  return [1, 2, 5, 10].map((m) => m * power).find((top) => top >= value * (1 - 1e-9));
 }
 
 // series: [{name, cls, points: [[epochSeconds, value], ...]}]; drawn as lines with dots,
@@ -171,7 +172,7 @@ export function chart(series, { unit = "", digits = 1, empty = "no data" } = {})
     root.append(
       svg("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v), class: "grid" }),
       svg("text", { x: pad.left - 6, y: y(v) + 4, class: "tick", "text-anchor": "end" },
-        v >= 10 || v === 0 ? v.toFixed(0) : v.toPrecision(2)),
+        String(Number(v.toPrecision(3)))),
     );
   }
   const labels = t1 > t0 ? [[t0, "start"], [t1, "end"]] : [[t0, "middle"]];
