@@ -283,6 +283,7 @@ def test_the_page_and_its_assets_come_from_the_package_only(ctx: DaemonContext) 
         assert served.status_code == 200 and served.text == (
             static_dir() / asset.removeprefix("ui/")
         ).read_text(encoding="utf-8")
+        assert served.headers["cache-control"] == "no-cache"  # an upgrade is seen at once
     scripts = "".join(js.read_text(encoding="utf-8") for js in static_dir().glob("*.js"))
     imports = re.findall(r'from\s+"([^"]+)"', scripts)
     assert imports and all(name.startswith("./") for name in imports), imports

@@ -20,8 +20,9 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from cluster.daemon.context import DaemonContext
 from cluster.daemon.dashboard.results import FILES, ReportFiles, RunView, run_view
@@ -48,6 +49,18 @@ def static_dir() -> Path:
     return Path(str(resources.files("cluster.daemon.dashboard") / "static"))
 
 
+class Assets(StaticFiles):
+    """The page's script and style, revalidated on every load (their ETag makes that a
+    304): after an upgrade of the daemon the browser never mixes an old script with a new
+    page."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
 def mount(app: FastAPI, ctx: DaemonContext, supervisor: Supervisor, jobs: JobRunner) -> None:
     """Add the page, its assets and its JSON routes to the daemon's app; the background
     watch is ``app.state.dashboard`` (the daemon runs it: ``watch_of``)."""
@@ -60,7 +73,7 @@ def mount(app: FastAPI, ctx: DaemonContext, supervisor: Supervisor, jobs: JobRun
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
-    app.mount("/ui", StaticFiles(directory=static_dir()), name="ui")
+    app.mount("/ui", Assets(directory=static_dir()), name="ui")
 
     @app.get("/api/cluster")
     async def cluster() -> ClusterView:
