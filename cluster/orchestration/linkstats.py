@@ -15,8 +15,9 @@ load's seconds is the link's effective throughput, set against the link's capaci
 
 - which is the bottleneck: effective throughput at ``LINK_BOUND`` (80%) of capacity or
   more, the link; under ``HEAD_BOUND`` (50%), the head (read, hash, send); in between,
-  unclear; no capacity measured, unknown; under ``JUDGED_BYTES`` moved (a tiny model, or a
-  reload served by the rpc-server cache), too little to judge;
+  unclear; no capacity measured, unknown; above ``STALE_ABOVE`` (125%), the capacity is out
+  of date (measured before the link changed); under ``JUDGED_BYTES`` moved (a tiny model,
+  or a reload served by the rpc-server cache), too little to judge;
 - whether the rpc-server tensor cache pays on this link: a cached reload costs the head a
   hash of the bytes (``HASH_BYTES_PER_S``, 0.9 GB/s on one core) and saves sending them
   (bytes at the link's capacity). Builds of this era hash whether the cache is on or not,
@@ -51,6 +52,9 @@ if TYPE_CHECKING:  # the record (LinkLoad) is read by the store: keep its import
 HASH_BYTES_PER_S = 0.9e9
 LINK_BOUND = 0.8
 HEAD_BOUND = 0.5
+# More than this over the capacity (headers count in the counters, about 5%, not in
+# iperf3's goodput) says the capacity was measured on another link, or another rate.
+STALE_ABOVE = 1.25
 # Less than this moved in a load says nothing about the link or the head.
 JUDGED_BYTES = 16 * 1024**2
 _STATISTICS = "/sys/class/net/{}/statistics"
@@ -61,6 +65,7 @@ class Bottleneck(StrEnum):
     HEAD = "head"
     UNCLEAR = "unclear"
     UNKNOWN = "unknown"  # no capacity measured
+    STALE = "stale capacity"  # the link carried more than its measured capacity
     TOO_LITTLE = "too little moved"
 
 
@@ -120,6 +125,8 @@ class LinkLoad(BaseModel):
         used = self.utilisation
         if used is None:
             return Bottleneck.UNKNOWN
+        if used > STALE_ABOVE:
+            return Bottleneck.STALE
         if used >= LINK_BOUND:
             return Bottleneck.LINK
         return Bottleneck.HEAD if used < HEAD_BOUND else Bottleneck.UNCLEAR
@@ -147,6 +154,8 @@ class LinkLoad(BaseModel):
             Bottleneck.HEAD: "the head (read, hash, send) is the bottleneck",
             Bottleneck.UNCLEAR: "neither clearly the bottleneck",
             Bottleneck.UNKNOWN: "link capacity unknown (clusterctl health --throughput)",
+            Bottleneck.STALE: "more than the measured capacity: measure it again "
+            "(clusterctl health --throughput)",
             Bottleneck.TOO_LITTLE: "too little moved to judge",
         }
         text = words[self.bottleneck]

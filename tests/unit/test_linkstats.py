@@ -130,6 +130,14 @@ def test_thresholds(gbit: float, bottleneck: Bottleneck) -> None:
     assert load(GB // 8 * 10, 10.0, gbit).bottleneck is bottleneck
 
 
+def test_more_than_the_capacity_says_it_is_out_of_date() -> None:
+    # Measured while the link was limited to 100 Mbit/s; the load ran at 1 Gbit/s.
+    found = load(GB // 8 * 2, 1.0, 0.0956)
+    assert found.bottleneck is Bottleneck.STALE
+    assert "more than the measured capacity: measure it again" in found.verdict()
+    assert load(GB // 8, 1.0, 0.85).bottleneck is Bottleneck.LINK  # headers: not stale
+
+
 def test_without_capacity_or_with_little_moved_there_is_no_verdict() -> None:
     unknown = load(10 * GB, 10.0, None)
     assert unknown.bottleneck is Bottleneck.UNKNOWN
