@@ -192,7 +192,7 @@ def test_up_records_what_the_link_carried_against_its_capacity(
     assert up.returncode == 0, up.stderr
     [link] = json.loads(up.stdout)["links"]
     assert (link["worker"], link["interface"]) == ("bee", "usb0")
-    # bee's share of the weights, plus TCP/IP and Ethernet headers (~4.5%) and the protocol.
+    # bee's share of the weights, plus the RPC protocol and the packets' headers.
     info = read_model_info([slow_model])
     devices = devices_for(load_inventory(cluster.hosts_file), load_profile(cluster.playbooks, "slow"))
     share = estimate_devices(info, devices, 2048, 2, 99, "evo")[1].weights
