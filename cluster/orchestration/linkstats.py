@@ -52,8 +52,8 @@ if TYPE_CHECKING:  # the record (LinkLoad) is read by the store: keep its import
 HASH_BYTES_PER_S = 0.9e9
 LINK_BOUND = 0.8
 HEAD_BOUND = 0.5
-# More than this over the capacity (headers count in the counters, about 5%, not in
-# iperf3's goodput) says the capacity was measured on another link, or another rate.
+# More than this over the capacity (headers count in the counters, a few percent at most,
+# not in iperf3's goodput) says the capacity was measured on another link, or another rate.
 STALE_ABOVE = 1.25
 # Less than this moved in a load says nothing about the link or the head.
 JUDGED_BYTES = 16 * 1024**2
