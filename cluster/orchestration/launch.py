@@ -210,9 +210,11 @@ class Launcher:
         return sum(int(value) for value in result.stdout.split() if value.isdigit())
 
     async def progress_sample(self) -> watchdog.Sample:
-        """One progress sample on the head: llama-server's log size and the link's bytes."""
+        """One progress sample on the head: llama-server's log size and the bytes of its
+        connections to the rpc-servers."""
         log_path = f"{self.head.run_dir}/{LLAMA_SERVER}.log"
-        argv = watchdog.sample_command(log_path, self.head.link_interface)
+        workers = [host.rpc_endpoint for host in self.rpc_hosts]
+        argv = watchdog.sample_command(log_path, self.head.link_interface, workers)
         return watchdog.parse_sample((await self.pool[self.head.name].run(argv)).stdout)
 
     async def _watch_load(self, client: LlamaClient) -> float:

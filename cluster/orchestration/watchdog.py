@@ -3,9 +3,14 @@
 Progress is any of:
 
 - the head's llama-server log grew (load lines, progress dots, request lines);
-- the head's link interface carried ``LINK_PROGRESS_BYTES`` more since the last progress
-  (weights streaming to the workers, activations during a request); the trickle of TCP
-  keep-alives and zero-window probes of a hung transfer never adds up to that;
+- the head's connections to its rpc-servers moved ``LINK_PROGRESS_BYTES`` more since the
+  last progress (weights streaming to the workers, activations during a request), counted
+  per socket from ``ss`` (bytes acknowledged plus bytes received); the trickle of TCP
+  keep-alives and zero-window probes of a hung transfer never adds up to that. Only those
+  sockets count: an interface's counters also carry whatever else crosses it (on a
+  loopback "link" the controller's own ``/health`` polls, about 5 kB a second, kept a hung
+  load alive forever). Without ``ss`` the link interface's counters stand in, unless the
+  interface is a loopback, where the log alone tells progress;
 - a streamed request received a chunk (``ProgressClock.chunk``).
 
 No progress for ``stall_s`` is a stall, and longer than ``total_s`` overall is a timeout.
@@ -13,9 +18,9 @@ Everything else (a component that exited, a fatal line in a live log, ``/health`
 200) is the caller's ``step``, which runs on its own, slower cadence.
 
 Why a separate sampler: the progress sample (one command on the head printing the log's
-size and the link counters) runs every ``SAMPLE_S`` on its own, and a change is dated when
-the sample that saw it came back, so the progress clock never lags the link by more than
-one sample. The slower checks of ``step`` (a poll of every component, ``/health``) cannot
+size and the worker sockets' bytes) runs every ``SAMPLE_S`` on its own, and a change is
+dated when the sample that saw it came back, so the progress clock never lags the link by
+more than one sample. The slower checks of ``step`` (a poll of every component, ``/health``) cannot
 delay it, and the stall is judged every ``CHECK_S``: a stall is reported within
 ``SAMPLE_S + CHECK_S`` plus one sample's round trip of the stall timeout.
 
@@ -28,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
@@ -39,32 +44,58 @@ LINK_PROGRESS_BYTES = 64 * 1024
 SAMPLE_S = 0.25
 CHECK_S = 0.1
 
-# Prints the log's size (or -) then the link's rx and tx byte counters (or nothing).
+# Prints the log's size (or -), then how the head's traffic with its workers was counted
+# and the count: "tcp N" (the ss filter's sockets), "link N" (the link interface's rx + tx,
+# where ss is missing) or "none". Arguments: the log, the link interface, the ss filter.
 SAMPLE_SCRIPT = r"""
 stat -c %s -- "$1" 2>/dev/null || echo -
-cat "/sys/class/net/$2/statistics/rx_bytes" "/sys/class/net/$2/statistics/tx_bytes" 2>/dev/null
+iface=$2; shift 2
+if [ $# -eq 0 ]; then
+  echo none
+elif command -v ss >/dev/null 2>&1; then
+  ss -tinH state established "$@" 2>/dev/null | awk '
+    { for (i = 1; i <= NF; i++) if ($i ~ /^bytes_(acked|received):[0-9]+$/) {
+        split($i, kv, ":"); n += kv[2] } }
+    END { printf "tcp %.0f\n", n }'
+elif flags=$(cat "/sys/class/net/$iface/flags" 2>/dev/null) && [ $((flags & 8)) -eq 0 ]; then
+  stats="/sys/class/net/$iface/statistics"
+  echo link $(( $(cat "$stats/rx_bytes") + $(cat "$stats/tx_bytes") ))
+else
+  echo none
+fi
 exit 0
 """
 
 
 @dataclass(frozen=True)
 class Sample:
-    """What one progress sample saw: the log's size and the link's byte count."""
+    """What one progress sample saw: the log's size and the bytes the head exchanged with
+    its workers (None: not known)."""
 
     log_size: int | None
-    link_bytes: int | None
+    worker_bytes: int | None
 
 
-def sample_command(log_path: str, interface: str) -> list[str]:
-    return ["sh", "-c", SAMPLE_SCRIPT, "clusterctl", log_path, interface]
+def sample_command(log_path: str, interface: str, workers: Sequence[str]) -> list[str]:
+    """The sample's argv; ``workers`` are the rpc-servers' ``address:port`` (IPv4, from the
+    validated inventory), the destinations of the head's connections that count."""
+    matches: list[str] = []
+    for endpoint in workers:
+        matches += [*(["or"] if matches else []), "dst", endpoint]
+    ss_filter = ["(", *matches, ")"] if matches else []
+    return ["sh", "-c", SAMPLE_SCRIPT, "clusterctl", log_path, interface, *ss_filter]
 
 
 def parse_sample(stdout: str) -> Sample:
     """SAMPLE_SCRIPT's output; a field it could not read is None."""
-    lines = stdout.split()
-    log_size = int(lines[0]) if lines and re.fullmatch(r"[0-9]+", lines[0]) else None
-    counters = [int(x) for x in lines[1:3] if re.fullmatch(r"[0-9]+", x)]
-    return Sample(log_size, sum(counters) if len(counters) == 2 else None)
+    lines = stdout.splitlines()
+    log_size = _count(lines[0]) if lines else None
+    how, _, count = (lines[1] if len(lines) > 1 else "").partition(" ")
+    return Sample(log_size, _count(count) if how in ("tcp", "link") else None)
+
+
+def _count(text: str) -> int | None:
+    return int(text) if re.fullmatch(r"[0-9]+", text.strip()) else None
 
 
 class ProgressClock:
@@ -87,11 +118,11 @@ class ProgressClock:
             if self._log_size is not None and sample.log_size > self._log_size:
                 moved = True
             self._log_size = sample.log_size  # a smaller size is a new log: a new baseline
-        if sample.link_bytes is not None:
-            if self._link_mark is None or sample.link_bytes < self._link_mark:
-                self._link_mark = sample.link_bytes
-            elif sample.link_bytes - self._link_mark >= self.link_threshold:
-                self._link_mark = sample.link_bytes
+        if sample.worker_bytes is not None:
+            if self._link_mark is None or sample.worker_bytes < self._link_mark:
+                self._link_mark = sample.worker_bytes  # fewer: a connection closed
+            elif sample.worker_bytes - self._link_mark >= self.link_threshold:
+                self._link_mark = sample.worker_bytes
                 moved = True
         if moved:
             self._moved(at)

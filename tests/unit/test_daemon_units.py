@@ -86,7 +86,7 @@ def test_the_record_keeps_desired_state_jobs_and_incidents(tmp_path: Path) -> No
 def watch(time_: FakeTime, busy_until: float, progress_until: float) -> RequestWatch:
     async def sample() -> Sample:
         moved = min(time_.t, progress_until)
-        return Sample(log_size=100, link_bytes=int(moved * 1_000_000))
+        return Sample(log_size=100, worker_bytes=int(moved * 1_000_000))
 
     async def busy() -> bool | None:
         return time_.t < busy_until

@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
+import shutil
+import socket
+import subprocess
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -21,6 +26,7 @@ from cluster.orchestration.watchdog import (
     Sample,
     Watchdog,
     parse_sample,
+    sample_command,
 )
 
 T = TypeVar("T")
@@ -68,7 +74,7 @@ def link_source(time: FakeTime, rate: Callable[[float], float]) -> Callable[[], 
         now = time.now()
         state["bytes"] += rate(state["t"]) * (now - state["t"])
         state["t"] = now
-        return Sample(log_size=100, link_bytes=int(state["bytes"]))
+        return Sample(log_size=100, worker_bytes=int(state["bytes"]))
 
     return sample
 
@@ -118,7 +124,7 @@ def test_log_growth_is_progress() -> None:
     time = FakeTime()
 
     async def sample() -> Sample:  # no link traffic; the log grows until t = 8
-        return Sample(log_size=int(min(time.t, 8.0) * 100), link_bytes=0)
+        return Sample(log_size=int(min(time.t, 8.0) * 100), worker_bytes=0)
 
     dog: Watchdog[None] = Watchdog(Limits(3, 900), sample, now=time.now, sleep=time.sleep)
     with pytest.raises(Expired) as raised:
@@ -194,10 +200,46 @@ def test_progress_clock_rules() -> None:
 
 
 def test_parse_sample() -> None:
-    assert parse_sample("1234\n10\n20\n") == Sample(1234, 30)
-    assert parse_sample("-\n10\n20\n") == Sample(None, 30)
+    assert parse_sample("1234\ntcp 30\n") == Sample(1234, 30)
+    assert parse_sample("-\nlink 30\n") == Sample(None, 30)
+    assert parse_sample("77\nnone\n") == Sample(77, None)
     assert parse_sample("77\n") == Sample(77, None)
     assert parse_sample("") == Sample(None, None)
+
+
+def _sample_on_this_machine(interface: str, workers: list[str], path: str) -> Sample:
+    argv = sample_command("/etc/hostname", interface, workers)
+    done = subprocess.run(argv, capture_output=True, text=True, env={"PATH": path}, check=True)
+    return parse_sample(done.stdout)
+
+
+def test_only_the_sockets_to_the_workers_count_not_the_interface(tmp_path: Path) -> None:
+    """Traffic on the link that is not the head's with its rpc-servers (on a loopback link:
+    the controller's own /health polls) must not read as load progress."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            peer, _ = server.accept()
+            with peer:
+                before = _sample_on_this_machine("lo", [f"127.0.0.1:{port}"], os.environ["PATH"])
+                client.sendall(b"x" * 100_000)
+                received = 0
+                while received < 100_000:
+                    received += len(peer.recv(1 << 16))
+                after = _sample_on_this_machine("lo", [f"127.0.0.1:{port}"], os.environ["PATH"])
+                elsewhere = _sample_on_this_machine(
+                    "lo", [f"127.0.0.1:{port + 1}"], os.environ["PATH"]
+                )
+    assert before.worker_bytes is not None and after.worker_bytes is not None
+    assert after.worker_bytes - before.worker_bytes >= 100_000
+    assert elsewhere.worker_bytes == 0
+
+
+def test_without_ss_a_loopback_link_gives_no_byte_count(tmp_path: Path) -> None:
+    for tool in ("sh", "stat", "cat", "awk"):
+        (tmp_path / tool).symlink_to(shutil.which(tool) or tool)
+    assert _sample_on_this_machine("lo", ["127.0.0.1:1"], str(tmp_path)).worker_bytes is None
+    assert _sample_on_this_machine("lo", [], os.environ["PATH"]).worker_bytes is None
 
 
 def test_a_cancellation_that_arrives_while_the_watch_winds_down_is_not_swallowed() -> None:
