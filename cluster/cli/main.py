@@ -200,16 +200,17 @@ def up(
                 environ=dict(os.environ),
                 say=lambda m: err.print(m),
             )
+            builds = None  # --skip-health: the launch reads every host's build itself
             if not skip_health:
                 err.print(f"health gate for {chosen.name}...")
-                await gate(
+                builds = await gate(
                     pool,
                     inventory,
                     chosen,
                     show=lambda checks: render.health(err, checks, problems_only=True),
                     throughput=plan_from(launcher.store, inventory.cluster.head, Mode.SKIP),
                 )
-            return await launcher.up()
+            return await launcher.up(builds=builds)
 
     result = run_async(go)
     reach = served_endpoint(inventory, chosen)

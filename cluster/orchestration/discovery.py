@@ -11,7 +11,7 @@ its files (``cluster.llamacpp.identity``), read through the host's container pre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cluster import facts
@@ -165,11 +165,18 @@ def _digest_note(exit_status: int, stderr: str, host: HostConfig) -> str:
     return f"no llama.cpp files in {host.llama_bin_dir}"
 
 
-async def detect_builds(pool: HostPool, hosts: Iterable[HostConfig]) -> dict[str, HostBuild]:
-    """Every host's build, read concurrently; a build that cannot serve is an error naming
-    its host."""
+async def detect_builds(
+    pool: HostPool, hosts: Iterable[HostConfig], known: Mapping[str, HostBuild] | None = None
+) -> dict[str, HostBuild]:
+    """Every host's build, read concurrently, or taken from ``known`` (what the health gate
+    of the same command read) where it holds the host's; a build that cannot serve is an
+    error naming its host."""
     hosts = list(hosts)
-    found = await together(*(read_build(pool[host.name]) for host in hosts))
-    for build in found:
+    builds = dict(known or {})
+    unread = [host for host in hosts if host.name not in builds]
+    for build in await together(*(read_build(pool[host.name]) for host in unread)):
+        builds[build.host] = build
+    found = {host.name: builds[host.name] for host in hosts}
+    for build in found.values():
         build.usable()
-    return {build.host: build for build in found}
+    return found

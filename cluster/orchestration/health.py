@@ -17,6 +17,7 @@ from cluster.errors import LaunchError
 from cluster.facts import is_wildcard_or_public
 from cluster.llamacpp import identity
 from cluster.orchestration import isolation, verdicts
+from cluster.orchestration.discovery import HostBuild
 from cluster.orchestration.hostfacts import HostFacts, PathFacts, gather
 from cluster.orchestration.modelcheck import ModelReport, model_shard_paths, read_model_report
 from cluster.orchestration.throughput import Plan, age_text
@@ -314,6 +315,21 @@ async def run_health(
     With a ``throughput`` plan, the paths it says are due are measured (instead of all or
     none, as ``measure_throughput`` says) and each measurement is given to its ``record``.
     """
+    _, checks = await _examine(
+        pool, inventory, profile, measure_throughput=measure_throughput, throughput=throughput
+    )
+    return checks
+
+
+async def _examine(
+    pool: HostPool,
+    inventory: Inventory,
+    profile: Profile | None,
+    *,
+    measure_throughput: bool,
+    throughput: Plan | None,
+) -> tuple[dict[str, HostFacts], list[Check]]:
+    """``run_health``, with the facts its checks were judged from."""
     if profile is not None:
         devices_for(inventory, profile)  # a split that does not match the cluster is a ConfigError
         names = [host.name for host in serving_hosts(inventory, profile)]
@@ -339,7 +355,7 @@ async def run_health(
     model = None
     if profile is not None and found[inventory.cluster.head].reachable:
         model = await read_model_report(pool, inventory, profile, found)
-    return evaluate(inventory, found, profile, model, throughput)
+    return found, evaluate(inventory, found, profile, model, throughput)
 
 
 async def gate(
@@ -348,14 +364,16 @@ async def gate(
     profile: Profile,
     show: Callable[[list[Check]], None] = lambda checks: None,
     throughput: Plan | None = None,
-) -> None:
+) -> dict[str, HostBuild]:
     """The health gate in front of a launch: raise LaunchError naming every failed check.
 
     ``show`` gets every check (the CLI shows those that are not ok, and counts the rest)
     before the error is raised. The gate measures no throughput; with a ``throughput``
-    plan (``Mode.SKIP``) it shows the last measurements.
+    plan (``Mode.SKIP``) it shows the last measurements. Returns the build it read on each
+    serving host, for the launch that follows (``Launcher.up(builds=...)``), so one gated
+    ``up`` reads each host's build once.
     """
-    checks = await run_health(
+    found, checks = await _examine(
         pool, inventory, profile, measure_throughput=False, throughput=throughput
     )
     if failed(checks):
@@ -366,3 +384,4 @@ async def gate(
             if check.level is Level.FAIL
         )
         raise LaunchError(f"health gate failed: {problems} (fix it, or pass --skip-health)")
+    return {name: f.build for name, f in found.items() if f.build is not None}

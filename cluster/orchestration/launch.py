@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,9 +335,10 @@ class Launcher:
         outcomes = await stop_components(self.pool, self.hosts)
         return [f"{o.name} on {o.host} (pid {o.pid})" for o in outcomes if o.survived]
 
-    async def read_builds(self) -> None:
-        """Read every serving host's build (``discovery.read_build``), once per launch."""
-        self.host_builds = await detect_builds(self.pool, self.hosts)
+    async def read_builds(self, known: Mapping[str, HostBuild] | None = None) -> None:
+        """Read every serving host's build (``discovery.read_build``), once per launch;
+        a host whose build is ``known`` (the health gate just read it) is not read again."""
+        self.host_builds = await detect_builds(self.pool, self.hosts, known)
         self.builds = {name: build.record() for name, build in self.host_builds.items()}
 
     @property
@@ -372,16 +373,24 @@ class Launcher:
             return [f"{outcome.name} on {outcome.host} (pid {outcome.pid})"], False
         return await self.stop_all(), False
 
-    async def up(self, run_id: int | None = None, *, keep_rpc: bool = False) -> LaunchResult:
+    async def up(
+        self,
+        run_id: int | None = None,
+        *,
+        keep_rpc: bool = False,
+        builds: Mapping[str, HostBuild] | None = None,
+    ) -> LaunchResult:
         """Bring the profile to serving, recording attempts in a new ``launch`` run, or in
         ``run_id`` (a bench, screen or sweep that owns the run and finishes it itself).
 
         ``keep_rpc`` reloads llama-server alone when every rpc-server still runs, so their
         tensor caches spare a resend of unchanged weights (a split sweep); after a failed
-        attempt everything is stopped and the retries start from scratch."""
+        attempt everything is stopped and the retries start from scratch. ``builds`` are
+        hosts' builds read moments ago by the same command (its health gate): those hosts'
+        are not read again."""
         profile = self.profile
         split_text = format_split(self.split)
-        await self.read_builds()
+        await self.read_builds(builds)
         owned = run_id is None
         if run_id is None:
             run_id = self.store.start_run("launch", profile.name, self.run_config())
