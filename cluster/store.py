@@ -39,82 +39,33 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from cluster.errors import StoreError
 from cluster.orchestration.linkstats import LinkLoad
+from cluster.records import (
+    Attempt,
+    AttemptOutcome,
+    Result,
+    ResultStatus,
+    Run,
+    RunKind,
+    RunStatus,
+    Throughput,
+)
 from cluster.schema import MIGRATIONS, SCHEMA_VERSION
 from cluster.secrets import redact_record
+
+# The record types are importable from here too, as they always were.
+__all__ = ["Attempt", "Result", "Run", "Store", "StoreError", "Throughput"]
+
+R = TypeVar("R", bound=BaseModel)
 
 # A write transaction lasts milliseconds; waiting this long for one means something else
 # holds the database (a sqlite3 shell in a transaction, a hung process).
 BUSY_TIMEOUT_S = 30.0
-
-
-class Run(BaseModel):
-    id: int
-    kind: str
-    profile: str | None
-    status: str
-    started_at: float
-    finished_at: float | None
-    config: dict[str, Any]
-    summary: dict[str, Any]
-    controller_pid: int | None = None
-    controller_host: str | None = None
-
-    @property
-    def stale(self) -> bool:
-        """Left ``running`` by a controller on this machine that no longer exists."""
-        if self.status != "running" or self.controller_pid is None:
-            return False
-        if self.controller_host != socket.gethostname():
-            return False  # another machine's controller: we cannot tell
-        return not _pid_alive(self.controller_pid)
-
-    @property
-    def shown_status(self) -> str:
-        return "interrupted" if self.stale else self.status
-
-
-class Result(BaseModel):
-    id: int
-    run_id: int
-    key: str
-    status: str
-    failure_class: str | None
-    evidence: str | None
-    spec: dict[str, Any]
-    metrics: dict[str, Any]
-    log_tails: dict[str, str]
-    created_at: float
-
-
-class Attempt(BaseModel):
-    id: int
-    run_id: int
-    number: int
-    started_at: float
-    finished_at: float | None
-    outcome: str
-    failure_class: str | None
-    evidence: str | None
-    load_seconds: float | None
-    split: str | None
-    builds: dict[str, Any]
-    log_tails: dict[str, str]
-    links: list[LinkLoad] = []  # each worker's link during the load (schema v4)
-
-
-class Throughput(BaseModel):
-    """One iperf3 measurement of the link from ``head`` to ``worker``, at ``at`` (epoch s)."""
-
-    head: str
-    worker: str
-    bps: float
-    at: float
 
 
 class Store:
@@ -170,6 +121,20 @@ class Store:
             return f"{message}: is the state directory {where} writable by this user?"
         return message
 
+    def _record(self, model: type[R], row: sqlite3.Row) -> R:
+        """A row as its record; a row the code cannot read (a status word it does not know,
+        written by another version) is a StoreError naming the row and the field."""
+        try:
+            return model.model_validate(_decoded(row))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"])
+            raise StoreError(
+                str(self.path),
+                f"{model.__name__.lower()} {row['id']}: {field}: {error['msg']} "
+                f"(got {error.get('input')!r}); was it written by another clusterctl version?",
+            ) from None
+
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._mapped():
             return self._db.execute(sql, params).fetchall()
@@ -221,7 +186,7 @@ class Store:
         return self._tx()
 
     # runs
-    def start_run(self, kind: str, profile: str | None, config: dict[str, Any]) -> int:
+    def start_run(self, kind: RunKind, profile: str | None, config: dict[str, Any]) -> int:
         with self._tx() as db:
             cursor = db.execute(
                 "INSERT INTO runs (kind, profile, status, started_at, config_json, "
@@ -241,7 +206,7 @@ class Store:
     @contextmanager
     def job(
         self,
-        kind: str,
+        kind: RunKind,
         profile: str | None,
         config: dict[str, Any],
         resume: int | None = None,
@@ -258,11 +223,11 @@ class Store:
             yield run_id
         except BaseException as exc:
             run = self.run(run_id)
-            if run is not None and run.status == "running":
+            if run is not None and run.status is RunStatus.RUNNING:
                 interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
                 self.finish_run(
                     run_id,
-                    "interrupted" if interrupted else "failed",
+                    RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED,
                     {**run.summary, "error": str(exc) or type(exc).__name__},
                 )
             raise
@@ -276,7 +241,7 @@ class Store:
                 (os.getpid(), socket.gethostname(), run_id),
             )
 
-    def finish_run(self, run_id: int, status: str, summary: dict[str, Any]) -> None:
+    def finish_run(self, run_id: int, status: RunStatus, summary: dict[str, Any]) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, summary_json = ? WHERE id = ?",
@@ -293,21 +258,21 @@ class Store:
 
     def run(self, run_id: int) -> Run | None:
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
-        return _run(rows[0]) if rows else None
+        return self._record(Run, rows[0]) if rows else None
 
-    def last_run_id(self, kind: str) -> int | None:
+    def last_run_id(self, kind: RunKind) -> int | None:
         """The newest run of a kind, for pointing a user at it."""
         rows = self._read("SELECT id FROM runs WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,))
         return int(rows[0][0]) if rows else None
 
-    def runs(self, kind: str | None = None, limit: int = 50) -> list[Run]:
+    def runs(self, kind: RunKind | None = None, limit: int = 50) -> list[Run]:
         if kind is None:
             rows = self._read("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
         else:
             rows = self._read(
                 "SELECT * FROM runs WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit)
             )
-        return [_run(row) for row in rows]
+        return [self._record(Run, row) for row in rows]
 
     # attempts
     def start_attempt(self, run_id: int, number: int, split: str, builds: dict[str, Any]) -> int:
@@ -323,7 +288,7 @@ class Store:
     def finish_attempt(
         self,
         attempt_id: int,
-        outcome: str,
+        outcome: AttemptOutcome,
         *,
         load_seconds: float | None = None,
         failure_class: str | None = None,
@@ -359,14 +324,14 @@ class Store:
 
     def attempts(self, run_id: int) -> list[Attempt]:
         rows = self._read("SELECT * FROM attempts WHERE run_id = ? ORDER BY number", (run_id,))
-        return [_attempt(row) for row in rows]
+        return [self._record(Attempt, row) for row in rows]
 
     # results
     def record_result(
         self,
         run_id: int,
         key: str,
-        status: str,
+        status: ResultStatus,
         *,
         spec: dict[str, Any],
         metrics: dict[str, Any] | None = None,
@@ -394,11 +359,11 @@ class Store:
 
     def results(self, run_id: int) -> list[Result]:
         rows = self._read("SELECT * FROM results WHERE run_id = ? ORDER BY id", (run_id,))
-        return [_result(row) for row in rows]
+        return [self._record(Result, row) for row in rows]
 
     def result(self, run_id: int, key: str) -> Result | None:
         rows = self._read("SELECT * FROM results WHERE run_id = ? AND key = ?", (run_id, key))
-        return _result(rows[0]) if rows else None
+        return self._record(Result, rows[0]) if rows else None
 
     def result_keys(self, run_id: int) -> set[str]:
         rows = self._read("SELECT key FROM results WHERE run_id = ?", (run_id,))
@@ -445,36 +410,9 @@ def _decoded(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def _run(row: sqlite3.Row) -> Run:
-    return Run.model_validate(_decoded(row))
-
-
-def _result(row: sqlite3.Row) -> Result:
-    return Result.model_validate(_decoded(row))
-
-
-def _attempt(row: sqlite3.Row) -> Attempt:
-    return Attempt.model_validate(_decoded(row))
-
-
 def _reason(exc: OSError) -> str:
     if isinstance(exc, FileExistsError):
         return "it exists and is not a directory"
     if isinstance(exc, NotADirectoryError):
         return "a part of its path is a file, not a directory"
     return exc.strerror or str(exc)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed, not yet reaped) is gone for our purposes.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True

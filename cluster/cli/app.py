@@ -36,6 +36,7 @@ from cluster.config.models import Inventory, Profile
 from cluster.errors import ClusterBusy
 from cluster.logging import configure_logging
 from cluster.orchestration import lease
+from cluster.records import RunStatus
 from cluster.store import Run, Store
 from cluster.transport.pool import HostPool
 
@@ -165,7 +166,7 @@ def refuse_if_running(run: Run) -> None:
     """``--resume RUN`` of a run that a live controller on this machine is still running
     is refused (another machine's controller is kept out by the cluster's lease)."""
     if (
-        run.status == "running"
+        run.status is RunStatus.RUNNING
         and run.controller_host == socket.gethostname()
         and run.controller_pid is not None
         and not run.stale

@@ -22,6 +22,7 @@ import typer
 from cluster import errors
 from cluster.cli import render
 from cluster.cli.app import (
+    Context,
     app,
     config_app,
     context_of,
@@ -41,6 +42,7 @@ from cluster.orchestration.endpoint import served_endpoint
 from cluster.orchestration.health import failed, gate, run_health
 from cluster.orchestration.launch import Launcher
 from cluster.orchestration.throughput import DEFAULT_MAX_AGE_H, Mode, plan_from
+from cluster.report.links import ServingLoad, serving_load
 from cluster.store import Store
 from cluster.transport.pool import HostPool
 
@@ -258,29 +260,47 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_STATUS_JSON")] = False,
 ) -> None:
-    """What runs where: pids, ports, profile, split, uptime and llama-server's health."""
-    inventory, _ = context_of(ctx).load()
+    """What runs where: pids, ports, profile, split, uptime and llama-server's health, and
+    each worker's link during the load of the launch that serves (from the record)."""
+    c = context_of(ctx)
+    inventory, _ = c.load()
 
     async def go() -> tuple[list[control.ComponentStatus], dict[str, str]]:
         async with HostPool(inventory.hosts.values()) as pool:
             return await control.status(pool, inventory)
 
     rows, unreachable = run_async(go)
+    launch = control.serving_launch(rows)
+    load = _serving_load(c, launch) if launch is not None else None
     daemon = daemon_status(ctx)
     if as_json:
         print_json(
             {
                 "components": [vars(row) for row in rows],
                 "unreachable": unreachable,
+                "load": load.model_dump(mode="json") if load else None,
                 "daemon": daemon.model_dump(mode="json") if daemon else None,
             }
         )
     else:
         render.status(out, rows, unreachable)
+        if launch is not None:
+            render.serving_load(out, launch, load)
         if daemon is not None:
             render.daemon(out, daemon)
     if unreachable:
         raise typer.Exit(errors.EXIT_TRANSPORT)
+
+
+def _serving_load(c: Context, launch: tuple[int, int]) -> ServingLoad | None:
+    """The serving launch's load from the record; a record that cannot be read costs the
+    link figures (a warning), not the rest of ``status``."""
+    try:
+        with c.store() as store:
+            return serving_load(store, *launch)
+    except errors.StoreError as exc:
+        err.print(f"warning: no link figures: {exc}", markup=False, highlight=False)
+        return None
 
 
 @app.command()

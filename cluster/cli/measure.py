@@ -36,6 +36,7 @@ from cluster.measure.ceiling import CeilingRequest, run_ceiling
 from cluster.measure.playbook import ScreenPlaybook, load_screen
 from cluster.measure.records import median_of
 from cluster.measure.screen import Screen
+from cluster.records import RunKind
 from cluster.report import tables
 from cluster.store import Run, Store
 
@@ -157,7 +158,7 @@ def screen(
     try:
         report = run_async(go)
     except typer.Exit:
-        err.print(f"resume with: clusterctl screen --resume {store.last_run_id('screen')}")
+        err.print(f"resume with: clusterctl screen --resume {store.last_run_id(RunKind.SCREEN)}")
         raise
     _print_results(store.run(report.run_id), store.results(report.run_id), as_json)
     store.close()
@@ -266,7 +267,7 @@ def ceiling(
 @app.command()
 def runs(
     ctx: typer.Context,
-    kind: Annotated[str | None, typer.Option(envvar="CLUSTERCTL_RUNS_KIND")] = None,
+    kind: Annotated[RunKind | None, typer.Option(envvar="CLUSTERCTL_RUNS_KIND")] = None,
     limit: Annotated[int, typer.Option(envvar="CLUSTERCTL_RUNS_LIMIT")] = 30,
     as_json: Annotated[bool, typer.Option("--json", envvar="CLUSTERCTL_RUNS_JSON")] = False,
 ) -> None:

@@ -11,7 +11,9 @@ from cluster.config.resolve import Fit, ProfileCheck
 from cluster.daemon.models import DaemonStatus
 from cluster.orchestration.control import ComponentStatus, DownReport
 from cluster.orchestration.health import Check, Level
+from cluster.orchestration.linkstats import Bottleneck
 from cluster.orchestration.processes import INVALID
+from cluster.report.links import LinkFigures, ServingLoad
 
 _STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "bold red"}
 
@@ -74,6 +76,54 @@ def status(console: Console, rows: list[ComponentStatus], unreachable: dict[str,
         console.print(table)
     for host, reason in unreachable.items():
         console.print(f"[red]{host}: unreachable: {reason}[/]")
+
+
+def serving_load(console: Console, launch: tuple[int, int], load: ServingLoad | None) -> None:
+    """Each worker's link during the load of the launch that serves: bytes, throughput
+    against the link's measured capacity, the bottleneck, and whether the rpc-server
+    cache pays; or why there is nothing to show."""
+    run_id, attempt = launch
+    which = f"run {run_id}, attempt {attempt}"
+    if load is None:
+        console.print(f"links: the serving load ({which}) is not in this state directory's record")
+        return
+    if not load.links:
+        console.print(f"links: the serving load ({which}) recorded no worker's link")
+        return
+    seconds = f", {load.load_seconds:.1f} s" if load.load_seconds is not None else ""
+    table = Table(title=f"links during the serving load ({which}{seconds})", title_justify="left")
+    for column in ("worker", "link", "moved", "throughput", "capacity", "used", "bottleneck"):
+        table.add_column(column)
+    table.add_column("rpc-server cache", overflow="fold")
+    for link in load.links:
+        table.add_row(
+            link.worker,
+            link.interface + (" (shared)" if link.shared else ""),
+            _size(link.bytes),
+            _rate(link.throughput_bps),
+            _rate(link.capacity_bps) if link.capacity_bps is not None else "not measured",
+            f"{link.utilisation:.0%}" if link.utilisation is not None else "-",
+            link.bottleneck.value,
+            _cache_word(link),
+        )
+    console.print(table)
+    if any(link.bottleneck in (Bottleneck.UNKNOWN, Bottleneck.STALE) for link in load.links):
+        console.print("a capacity is missing or out of date: clusterctl health --throughput")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+
+
+def _rate(bps: float) -> str:
+    return f"{bps / 1e9:.3g} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:.3g} Mbit/s"
+
+
+def _cache_word(link: LinkFigures) -> str:
+    if link.cache_pays is None or link.transfer_s is None:
+        return "-"
+    word = "pays" if link.cache_pays else "does not pay"
+    return f"{word} (hash {link.hash_s:.1f} s vs send {link.transfer_s:.1f} s)"
 
 
 def _state_word(row: ComponentStatus) -> str:

@@ -33,6 +33,7 @@ from cluster.cli.progress import BarProgress
 from cluster.config.loader import profile_path, validate
 from cluster.config.models import parse_split
 from cluster.errors import EXIT_INTERRUPTED, ConfigError
+from cluster.records import RunKind
 from cluster.report import apply as apply_mod
 from cluster.report import compare as compare_mod
 from cluster.report.files import report_files
@@ -106,7 +107,7 @@ def sweep(
         report = run_async(go)
     except typer.Exit as stop:
         if stop.exit_code == EXIT_INTERRUPTED:
-            run_id = resume or store.last_run_id("sweep")
+            run_id = resume or store.last_run_id(RunKind.SWEEP)
             err.print("stopped; every finished point is recorded. Resume with:")
             err.print(f"  clusterctl sweep --resume {run_id}")
         raise

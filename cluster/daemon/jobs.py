@@ -36,6 +36,7 @@ from cluster.measure.ceiling import CeilingRequest, run_ceiling
 from cluster.measure.playbook import load_screen
 from cluster.measure.records import median_of
 from cluster.measure.screen import Screen
+from cluster.records import RunKind
 from cluster.report import apply as apply_mod
 from cluster.report.points import judgement, points
 from cluster.sweep.playbook import load_sweep
@@ -47,7 +48,7 @@ IDLE_LOOK_S = 5.0
 class JobProgress:
     """The measurement jobs' progress protocol (``measure.progress``), into the job."""
 
-    def __init__(self, runner: JobRunner, job: Job, kind: str, runs_before: int) -> None:
+    def __init__(self, runner: JobRunner, job: Job, kind: RunKind, runs_before: int) -> None:
         self.runner = runner
         self.job = job
         self.kind = kind
@@ -194,7 +195,7 @@ class JobRunner:
             self.ctx.metrics.job_progress.set(0)
 
     async def _run(self, job: Job) -> Job:
-        kind = job.request.kind.value
+        kind = RunKind(job.request.kind.value)
         runs_before = self.ctx.store.last_run_id(kind) or 0
         progress = JobProgress(self, job, kind, runs_before)
         resume = job.run_id

@@ -29,6 +29,7 @@ from cluster.measure.progress import Progress
 from cluster.measure.records import CaseSpec, median_of
 from cluster.measure.serving import RequestLimits, Serving
 from cluster.orchestration.modelcheck import read_head_model
+from cluster.records import RunKind, RunStatus
 from cluster.store import Store
 from cluster.transport.pool import HostPool
 
@@ -114,7 +115,7 @@ async def run_bench(
             key="--concurrency",
         )
     config = {"profile": profile.model_dump(mode="json"), "request": request.model_dump()}
-    with store.job("bench", profile.name, config) as run_id:
+    with store.job(RunKind.BENCH, profile.name, config) as run_id:
         serving = Serving(
             inventory, profile, pool, store, run_id, split=split, environ=environ, say=progress.say
         )
@@ -138,7 +139,7 @@ async def run_bench(
             await serving.close()
         store.finish_run(
             run_id,
-            "ok" if outcome.failure is None else "failed",
+            RunStatus.OK if outcome.failure is None else RunStatus.FAILED,
             {
                 "key": spec.key,
                 "result": outcome.status,

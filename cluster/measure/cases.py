@@ -25,12 +25,13 @@ from typing import Any
 from cluster.errors import ClusterError, ConfigError
 from cluster.llamacpp.logs import FailureClass
 from cluster.measure.calibrate import CalibratedPrompt, ServerTokenizer, calibrate
-from cluster.measure.records import FAIL, PASS, CaseSpec, case_metrics
+from cluster.measure.records import CaseSpec, case_metrics
 from cluster.measure.request import RequestSample, build_payload
 from cluster.measure.serving import RequestLimits, Serving
 from cluster.measure.shapes import PromptBody, PromptKind, get_shape
 from cluster.orchestration.control import LLAMA_SERVER
 from cluster.orchestration.failures import AttemptFailed
+from cluster.records import ResultStatus
 from cluster.store import Store
 
 # Example of the per-request prefix the calibration counts in: "[r12 c0003 q01 9f2c41d0]".
@@ -41,7 +42,7 @@ PREFIX_TOKENS = 8
 @dataclass(frozen=True)
 class CaseOutcome:
     spec: CaseSpec
-    status: str
+    status: ResultStatus
     failure: AttemptFailed | None
     metrics: dict[str, Any]
 
@@ -200,17 +201,19 @@ class CaseRunner:
             self.store.record_result(
                 self.run_id,
                 key,
-                FAIL,
+                ResultStatus.FAIL,
                 spec=spec.model_dump(),
                 metrics=metrics,
                 failure_class=failure.failure.value,
                 evidence=failure.evidence,
                 log_tails=await self.serving.log_tails(),
             )
-            return CaseOutcome(spec, FAIL, failure, metrics)
+            return CaseOutcome(spec, ResultStatus.FAIL, failure, metrics)
         metrics = case_metrics(
             prompt, samples, sent_tokens=sent, wall_s=wall if spec.concurrency > 1 else None
         )
         metrics.update(annotate(metrics))
-        self.store.record_result(self.run_id, key, PASS, spec=spec.model_dump(), metrics=metrics)
-        return CaseOutcome(spec, PASS, None, metrics)
+        self.store.record_result(
+            self.run_id, key, ResultStatus.PASS, spec=spec.model_dump(), metrics=metrics
+        )
+        return CaseOutcome(spec, ResultStatus.PASS, None, metrics)

@@ -20,9 +20,10 @@ from cluster.config.models import Inventory, Profile, StrictModel
 from cluster.errors import ConfigError, LaunchError
 from cluster.measure.cases import CaseOutcome, CaseRunner
 from cluster.measure.progress import Progress
-from cluster.measure.records import PASS, CaseSpec
+from cluster.measure.records import CaseSpec
 from cluster.measure.screen import SERVER_SURVIVES
 from cluster.measure.serving import RequestLimits, Serving
+from cluster.records import ResultStatus, RunKind, RunStatus
 from cluster.store import Store
 from cluster.transport.pool import HostPool
 
@@ -115,7 +116,7 @@ async def run_ceiling(
     resume: int | None = None,
 ) -> CeilingReport:
     config = {"profile": profile.model_dump(mode="json"), "request": request.model_dump()}
-    with store.job("ceiling", profile.name, config, resume=resume) as run_id:
+    with store.job(RunKind.CEILING, profile.name, config, resume=resume) as run_id:
         serving = Serving(
             inventory, profile, pool, store, run_id, environ=environ, say=progress.say
         )
@@ -141,7 +142,7 @@ async def run_ceiling(
                 store.update_summary(run_id, _summary(request, search))
         finally:
             await serving.close()
-        store.finish_run(run_id, "ok", _summary(request, search))
+        store.finish_run(run_id, RunStatus.OK, _summary(request, search))
     return CeilingReport(run_id, search.ceiling, search.ladder, search.limit)
 
 
@@ -169,7 +170,7 @@ async def _probe(
         outcome: CaseOutcome | None = runner.recorded(spec)
         if outcome is None:
             outcome = await runner.run(spec)
-        word = "PASS" if outcome.status == PASS else f"FAIL {_class(outcome)}"
+        word = "PASS" if outcome.status == ResultStatus.PASS else f"FAIL {_class(outcome)}"
         progress.advance(f"{target} tokens: {word}")
         progress.say(f"{request.shape} at {target} tokens (attempt {attempt}): {word}")
         if outcome.failure is not None:

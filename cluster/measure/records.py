@@ -29,9 +29,6 @@ from cluster.measure.calibrate import CalibratedPrompt
 from cluster.measure.request import RequestSample
 from cluster.measure.stats import summarize
 
-PASS = "pass"  # noqa: S105 - a result status, not a password
-FAIL = "fail"
-
 METRICS = ("pp_tps", "tg_tps", "ttft_s", "itl_ms", "e2e_s", "client_pp_tps", "client_tg_tps")
 
 

@@ -25,9 +25,10 @@ from cluster.llamacpp.logs import FailureClass
 from cluster.measure.cases import CaseOutcome, CaseRunner
 from cluster.measure.playbook import ScreenPlaybook, plan
 from cluster.measure.progress import Progress
-from cluster.measure.records import FAIL, PASS, CaseSpec
+from cluster.measure.records import CaseSpec
 from cluster.measure.serving import RequestLimits, Serving
 from cluster.orchestration.failures import AttemptFailed
+from cluster.records import ResultStatus, RunKind, RunStatus
 from cluster.store import Store
 from cluster.transport.pool import HostPool
 
@@ -43,7 +44,7 @@ class ScreenReport:
 
     @property
     def failed(self) -> list[CaseOutcome]:
-        return [outcome for outcome in self.outcomes if outcome.status == FAIL]
+        return [outcome for outcome in self.outcomes if outcome.status == ResultStatus.FAIL]
 
 
 class Screen:
@@ -87,7 +88,7 @@ class Screen:
     async def run(self, resume: int | None = None) -> ScreenReport:
         profile_names = sorted({config.profile for config, _, _ in self.groups})
         with self.store.job(
-            "screen", ",".join(profile_names), self.run_config(), resume=resume
+            RunKind.SCREEN, ",".join(profile_names), self.run_config(), resume=resume
         ) as run_id:
             report = ScreenReport(run_id)
             done = self.store.result_keys(run_id)
@@ -103,10 +104,10 @@ class Screen:
             for (_, profile, _), cases in zip(self.groups, pending, strict=True):
                 if cases:
                     report.outcomes += await self._configuration(run_id, profile, cases)
-            passes = sum(1 for o in report.outcomes if o.status == PASS)
+            passes = sum(1 for o in report.outcomes if o.status == ResultStatus.PASS)
             self.store.finish_run(
                 run_id,
-                "ok" if not report.failed else "failed",
+                RunStatus.OK if not report.failed else RunStatus.FAILED,
                 {
                     "cases": len(report.outcomes) + report.skipped,
                     "pass": passes,
@@ -184,12 +185,12 @@ class Screen:
             self.store.record_result(
                 run_id,
                 case.key,
-                FAIL,
+                ResultStatus.FAIL,
                 spec=case.model_dump(),
                 failure_class=cls.value,
                 evidence=evidence,
             )
-            outcome = CaseOutcome(case, FAIL, AttemptFailed(cls, evidence), {})
+            outcome = CaseOutcome(case, ResultStatus.FAIL, AttemptFailed(cls, evidence), {})
             outcomes.append(outcome)
             self.progress.advance(f"{case.key}: FAIL")
         return outcomes

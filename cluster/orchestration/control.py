@@ -100,6 +100,8 @@ class ComponentStatus:
     split: str | None
     port: int | None
     health: str  # for llama-server: ok / loading / down / "-" for others
+    run_id: int | None = None  # the run and attempt of the launch that started it
+    attempt: int | None = None
 
 
 async def status(
@@ -132,9 +134,23 @@ async def status(
                     split=meta.get("split"),
                     port=meta.get("port"),
                     health=health,
+                    run_id=_number(meta.get("run_id")),
+                    attempt=_number(meta.get("attempt")),
                 )
             )
     return rows, errors
+
+
+def _number(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def serving_launch(rows: Iterable[ComponentStatus]) -> tuple[int, int] | None:
+    """The run and attempt of the launch whose llama-server runs, when its metadata says."""
+    for row in rows:
+        if row.component == LLAMA_SERVER and row.alive and row.run_id and row.attempt:
+            return row.run_id, row.attempt
+    return None
 
 
 async def _health(pool: HostPool, host: str, meta: dict[str, object]) -> str:

@@ -47,6 +47,7 @@ from cluster.orchestration.failures import (
     signal_of,
     worker_first,
 )
+from cluster.records import AttemptOutcome, RunKind, RunStatus
 from cluster.store import Store
 from cluster.transport.base import Transport
 from cluster.transport.pool import HostPool
@@ -393,7 +394,7 @@ class Launcher:
         await self.read_builds(builds)
         owned = run_id is None
         if run_id is None:
-            run_id = self.store.start_run("launch", profile.name, self.run_config())
+            run_id = self.store.start_run(RunKind.LAUNCH, profile.name, self.run_config())
         first = self.store.next_attempt_number(run_id)
         if keep_rpc:
             survivors, reuse_rpc = await self._stop_for_reload()
@@ -416,7 +417,7 @@ class Launcher:
                 tails = await self.log_tails()
                 self.store.finish_attempt(
                     attempt_id,
-                    "failed",
+                    AttemptOutcome.FAILED,
                     failure_class=failure.failure.value,
                     evidence=failure.evidence,
                     log_tails=tails,
@@ -437,12 +438,16 @@ class Launcher:
                 await asyncio.sleep(decision.delay_s)
                 continue
             except BaseException:
-                self.store.finish_attempt(attempt_id, "interrupted")
+                self.store.finish_attempt(attempt_id, AttemptOutcome.INTERRUPTED)
                 if owned:
-                    self.store.finish_run(run_id, "interrupted", {"failures": failures})
+                    self.store.finish_run(run_id, RunStatus.INTERRUPTED, {"failures": failures})
                 raise
             self.store.finish_attempt(
-                attempt_id, "ready", load_seconds=load_seconds, builds=self.builds, links=self.links
+                attempt_id,
+                AttemptOutcome.READY,
+                load_seconds=load_seconds,
+                builds=self.builds,
+                links=self.links,
             )
             for link in self.links:
                 self.say(f"link {link.describe()}")
@@ -455,7 +460,7 @@ class Launcher:
                 "survivors": survivors,
             }
             if owned:
-                self.store.finish_run(run_id, "ok", summary)
+                self.store.finish_run(run_id, RunStatus.OK, summary)
             return LaunchResult(
                 run_id,
                 endpoint,
@@ -467,7 +472,9 @@ class Launcher:
                 self.links,
             )
         if owned:
-            self.store.finish_run(run_id, "failed", {"failures": failures, "survivors": survivors})
+            self.store.finish_run(
+                run_id, RunStatus.FAILED, {"failures": failures, "survivors": survivors}
+            )
         survived = f"; still running after SIGKILL: {', '.join(survivors)}" if survivors else ""
         raise LaunchError(
             f"{profile.name} did not come up: {failures[-1]}{survived} (run {run_id})"

@@ -21,7 +21,8 @@ from rich.text import Text
 
 from cluster.config.models import format_split, parse_split
 from cluster.llamacpp.identity import BuildIdentity
-from cluster.report.tables import PASSED, last_builds, result_word, run_title
+from cluster.records import ResultStatus
+from cluster.report.tables import last_builds, result_word, run_title
 from cluster.store import Attempt, Result, Run
 
 METRICS = ("pp_tps", "tg_tps")
@@ -272,7 +273,7 @@ def comparison_table(c: Comparison) -> Table:
         cells = [Text(cell) for cell in _cells(row)]
         for index, status in ((1, row.a.status), (2, row.b.status)):
             if status:
-                cells[index].stylize("green" if status == PASSED.upper() else "bold red")
+                cells[index].stylize("green" if status == ResultStatus.PASS.upper() else "bold red")
         for index, metric in ((5, "pp_tps"), (8, "tg_tps")):
             change = row.change(metric)
             if change is not None and abs(change) >= 1:

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cluster.records import ResultStatus
 from cluster.report import export
 from cluster.report.points import (
     METRIC_LABELS,
-    PRUNED,
     Point,
     best_point,
     current_split,
@@ -21,7 +21,7 @@ from cluster.report.points import (
     points,
 )
 from cluster.report.sanitize import Sanitizer
-from cluster.report.tables import PASSED, run_title
+from cluster.report.tables import run_title
 from cluster.store import Result, Run
 
 if TYPE_CHECKING:
@@ -123,9 +123,9 @@ def sweep_plot(
         )
     if current in xs:
         legend.append(Line2D([], [], color="0.35", linestyle="--", label=f"current {current}"))
-    if any(p.result.status == PRUNED for p in found):
-        legend.append(_foot_handle(PRUNED))
-    if any(not p.passed and p.result.status != PRUNED for p in found):
+    if any(p.result.status == ResultStatus.PRUNED for p in found):
+        legend.append(_foot_handle(ResultStatus.PRUNED))
+    if any(not p.passed and p.result.status != ResultStatus.PRUNED for p in found):
         legend.append(_foot_handle("fail"))
     axes[0].legend(handles=legend, loc="best", fontsize=8, framealpha=0.9)
     headline = f"objective: {objective_text(run)}"
@@ -160,11 +160,15 @@ def _foot_markers(
     ``labelled``, each with its failure class or ``pruned`` above it."""
     foot = ax.get_xaxis_transform()  # x in data, y in axes fractions
     for point in missed:
-        kind = PRUNED if point.result.status == PRUNED else "fail"
+        kind = ResultStatus.PRUNED if point.result.status == ResultStatus.PRUNED else "fail"
         style = _foot_style(kind)
         ax.plot([xs[point.split]], [0.05], transform=foot, linestyle="none", **style)
         if labelled:
-            word = PRUNED if kind == PRUNED else point.result.failure_class or "fail"
+            word = (
+                ResultStatus.PRUNED
+                if kind == ResultStatus.PRUNED
+                else point.result.failure_class or "fail"
+            )
             ax.text(
                 xs[point.split],
                 0.12,
@@ -177,7 +181,7 @@ def _foot_markers(
 
 
 def _foot_style(kind: str) -> dict[str, Any]:
-    if kind == PRUNED:
+    if kind == ResultStatus.PRUNED:
         return {"marker": "v", "markersize": 9, "color": PRUNED_COLOR}
     return {"marker": "x", "markersize": 10, "markeredgewidth": 2.5, "color": FAIL_COLOR}
 
@@ -185,7 +189,7 @@ def _foot_style(kind: str) -> dict[str, Any]:
 def _foot_handle(kind: str) -> Any:
     from matplotlib.lines import Line2D
 
-    label = "pruned (did not fit)" if kind == PRUNED else "failed"
+    label = "pruned (did not fit)" if kind == ResultStatus.PRUNED else "failed"
     return Line2D([], [], linestyle="none", label=label, **_foot_style(kind))
 
 
@@ -220,7 +224,7 @@ def cases_plot(
         )
         top = max(values, default=0.0) or 1.0
         for position, row, value in zip(positions, rows, values, strict=True):
-            if row["status"] != PASSED:
+            if row["status"] != ResultStatus.PASS:
                 word = str(row["status"]).upper()
                 if row["failure_class"]:
                     word += f" ({row['failure_class']})"
@@ -243,7 +247,7 @@ def cases_plot(
         ax.grid(True, axis="x", alpha=0.3)
     axes[0].set_yticks(positions, labels, fontsize=8)
     axes[0].invert_yaxis()
-    passed = sum(1 for row in rows if row["status"] == PASSED)
+    passed = sum(1 for row in rows if row["status"] == ResultStatus.PASS)
     figure.suptitle(clean(f"{run_title(run)}: {passed} of {len(rows)} passed"), fontsize=10)
     return _save(figure, path)
 

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.config.models import format_split, parse_split
+from cluster.records import AttemptOutcome, ResultStatus
 from cluster.report import noise
-from cluster.report.tables import PASSED
 from cluster.store import Attempt, Result, Run
 
-PRUNED = "pruned"
 METRIC_LABELS = {"pp_tps": "pp t/s", "tg_tps": "tg t/s"}
 
 
@@ -40,7 +39,7 @@ class Point:
 
     @property
     def passed(self) -> bool:
-        return self.result.status == PASSED
+        return self.result.status == ResultStatus.PASS
 
     def scored(self) -> noise.Scored | None:
         """The point as the noise rule sees it; None without an objective."""
@@ -55,7 +54,9 @@ def points(run: Run, results: Sequence[Result], attempts: Sequence[Attempt] = ()
     loads = {
         _normal(attempt.split): attempt.load_seconds
         for attempt in attempts
-        if attempt.split and attempt.outcome == "ready" and attempt.load_seconds is not None
+        if attempt.split
+        and attempt.outcome is AttemptOutcome.READY
+        and attempt.load_seconds is not None
     }
     found = []
     for result in results:
@@ -63,7 +64,7 @@ def points(run: Run, results: Sequence[Result], attempts: Sequence[Attempt] = ()
         metrics = result.metrics
         pp, tg = _median(metrics, "pp_tps"), _median(metrics, "tg_tps")
         objective = _float(metrics.get("objective"))
-        if objective is None and result.status == PASSED:
+        if objective is None and result.status == ResultStatus.PASS:
             # Single-metric objectives can be read back; a mixed one is the sweep's own.
             objective = {"pp_tps": pp, "tg_tps": tg}.get(str(metric))
         load = _float(metrics.get("load_seconds"))

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from cluster.llamacpp.identity import BuildIdentity
+from cluster.records import ResultStatus
 from cluster.report import bandwidth, noise
 from cluster.report.links import link_lines
 from cluster.report.points import (
-    PRUNED,
     Point,
     best_point,
     current_split,
@@ -33,7 +33,6 @@ from cluster.report.points import (
 )
 from cluster.report.tables import (
     NOISY_MARK,
-    PASSED,
     duration,
     last_builds,
     local_time,
@@ -107,7 +106,7 @@ def verdict(run: Run, found: Sequence[Point]) -> str:
     baseline = next((point for point in found if point.split == current), None)
     if baseline is None:
         return text + f"; the current split `{current}` was not measured."
-    if baseline.result.status == PRUNED:
+    if baseline.result.status == ResultStatus.PRUNED:
         return text + f"; the current split `{current}` was pruned (it does not fit)."
     if not baseline.passed:
         why = baseline.result.failure_class or baseline.result.status
@@ -243,10 +242,11 @@ def _coverage(run: Run, found: Sequence[Point]) -> list[str]:
     summary = run.summary
     covered = summary.get("covered", len(found))
     planned = summary.get("planned")
-    counts = {
-        word: sum(1 for p in found if p.result.status == word) for word in (PASSED, "fail", PRUNED)
-    }
-    made = f"{counts[PASSED]} passed, {counts['fail']} failed, {counts[PRUNED]} pruned"
+    counts = {word: sum(1 for p in found if p.result.status is word) for word in ResultStatus}
+    made = (
+        f"{counts[ResultStatus.PASS]} passed, {counts[ResultStatus.FAIL]} failed, "
+        f"{counts[ResultStatus.PRUNED]} pruned"
+    )
     if isinstance(planned, int):
         lines = [f"- covered {covered} of {planned} planned splits ({made})"]
     else:

@@ -34,13 +34,13 @@ from rich.table import Table
 from rich.text import Text
 
 from cluster.llamacpp.identity import BuildIdentity
+from cluster.records import AttemptOutcome, ResultStatus
 from cluster.report import bandwidth
 from cluster.report.links import link_lines
 from cluster.store import Attempt, Result, Run
 
 # The status of a passing case (``cluster.measure.records.PASS``; not imported so that
 # reading the record does not pull in the measuring machinery).
-PASSED = "pass"
 # The medians shown for every case, in column order: heading and decimals.
 COLUMNS = {
     "pp_tps": ("pp t/s", 1),
@@ -143,14 +143,14 @@ def _counts_text(counts: tuple[int, int] | None) -> str:
 def result_word(result: Result) -> str:
     """``PASS``, or ``FAIL (transport_drop)``: the status with the failure class."""
     word = result.status.upper()
-    if result.status != PASSED and result.failure_class:
+    if result.status != ResultStatus.PASS and result.failure_class:
         return f"{word} ({result.failure_class})"
     return word
 
 
 def summary_line(results: Sequence[Result]) -> str:
     """``N cases: P pass, F fail``."""
-    passed = sum(1 for r in results if r.status == PASSED)
+    passed = sum(1 for r in results if r.status == ResultStatus.PASS)
     total = len(results)
     return f"{total} case{'' if total == 1 else 's'}: {passed} pass, {total - passed} fail"
 
@@ -194,7 +194,7 @@ def _row(result: Result) -> dict[str, Any]:
     }
     row["noisy"] = list(metrics.get("noisy") or [])
     row["notes"] = _notes(spec, metrics)
-    row["evidence"] = None if result.status == PASSED else result.evidence
+    row["evidence"] = None if result.status == ResultStatus.PASS else result.evidence
     return row
 
 
@@ -242,7 +242,7 @@ def results_table(run: Run, results: Sequence[Result]) -> Table:
     """The results of a run for a terminal: medians, notes, and failures' evidence."""
     rows = result_rows(results)
     concurrent = any((row["concurrency"] or 1) > 1 for row in rows)
-    failing = any(row["status"] != PASSED for row in rows)
+    failing = any(row["status"] != ResultStatus.PASS for row in rows)
     walled = any(row["bandwidth_gbs"] is not None for row in rows)
     table = Table(
         title=run_title(run),
@@ -267,7 +267,7 @@ def results_table(run: Run, results: Sequence[Result]) -> Table:
     if failing:
         table.add_column("evidence", overflow="fold")
     for row in rows:
-        passed = row["status"] == PASSED
+        passed = row["status"] == ResultStatus.PASS
         cells: list[Text] = [
             Text(_plain(row["config"])),
             Text(_plain(row["shape"])),
@@ -328,7 +328,7 @@ def results_markdown(run: Run, results: Sequence[Result], attempts: Sequence[Att
     if noted:
         lines += ["", "## Notes", ""]
         lines += [f"- `{row['key']}`: {'; '.join(row['notes'])}" for row in noted]
-    failed = [row for row in rows if row["status"] != PASSED]
+    failed = [row for row in rows if row["status"] != ResultStatus.PASS]
     if failed:
         lines += ["", "## Failures", ""]
         for row in failed:
@@ -386,7 +386,7 @@ def _setup(run: Run, results: Sequence[Result], attempts: Sequence[Attempt]) -> 
     loads = [
         f"{attempt.load_seconds:.1f}s (attempt {attempt.number})"
         for attempt in attempts
-        if attempt.outcome == "ready" and attempt.load_seconds is not None
+        if attempt.outcome is AttemptOutcome.READY and attempt.load_seconds is not None
     ]
     if loads:
         lines.append("- load time: " + ", ".join(loads))
@@ -394,7 +394,7 @@ def _setup(run: Run, results: Sequence[Result], attempts: Sequence[Attempt]) -> 
     failed = [
         f"attempt {attempt.number} ({attempt.failure_class or 'unclassified'})"
         for attempt in attempts
-        if attempt.outcome == "failed"
+        if attempt.outcome is AttemptOutcome.FAILED
     ]
     if failed:
         lines.append("- failed loads: " + ", ".join(failed))
@@ -455,7 +455,7 @@ def run_document(
 
 def log_tails_text(results: Sequence[Result]) -> str:
     """Every failing case's evidence and component log tails (``show --logs``)."""
-    failing = [result for result in results if result.status != PASSED]
+    failing = [result for result in results if result.status != ResultStatus.PASS]
     if not failing:
         return "no failing cases\n"
     blocks = []

@@ -36,15 +36,14 @@ from cluster.measure.bandwidth import traffic_for
 from cluster.measure.bench import bench_spec, read_model
 from cluster.measure.cases import CaseRunner
 from cluster.measure.progress import Progress
-from cluster.measure.records import FAIL, PASS, median_of
+from cluster.measure.records import median_of
 from cluster.measure.serving import RequestLimits, Serving
+from cluster.records import ResultStatus, RunKind, RunStatus
 from cluster.store import Result, Store
 from cluster.sweep.playbook import SweepPlaybook
 from cluster.sweep.prune import MemoryModel, memory_model
 from cluster.sweep.search import AdaptiveStrategy, GridStrategy, Strategy, normalise
 from cluster.transport.pool import HostPool
-
-PRUNED = "pruned"
 
 
 def point_key(split: list[float]) -> str:
@@ -135,7 +134,9 @@ class Sweep:
 
     async def run(self, resume: int | None = None) -> SweepReport:
         book = self.playbook
-        with self.store.job("sweep", self.profile.name, self.run_config(), resume=resume) as run_id:
+        with self.store.job(
+            RunKind.SWEEP, self.profile.name, self.run_config(), resume=resume
+        ) as run_id:
             strategy, planned = self.strategy()
             recorded = self._recorded = {r.key: r for r in self.store.results(run_id)}
             if recorded:
@@ -170,7 +171,7 @@ class Sweep:
                 if self._serving is not None:
                     await self._serving.close()
             summary = self._summary(planned, stopped)
-            self.store.finish_run(run_id, "ok", summary)
+            self.store.finish_run(run_id, RunStatus.OK, summary)
         best = summary["best"]
         return SweepReport(
             run_id,
@@ -207,7 +208,7 @@ class Sweep:
             if misfits:
                 reason = "; ".join(misfits)
                 self.store.record_result(
-                    run_id, key, PRUNED, spec=self._spec(split), evidence=reason
+                    run_id, key, ResultStatus.PRUNED, spec=self._spec(split), evidence=reason
                 )
                 self._recorded[key] = self._stored(run_id, key)
                 self.progress.say(f"split {text}: pruned, {reason}")
@@ -252,7 +253,7 @@ class Sweep:
             self.store.record_result(
                 run_id,
                 key,
-                FAIL,
+                ResultStatus.FAIL,
                 spec=self._spec(split),
                 metrics={"load_seconds": None, "objective": None},
                 failure_class=cls,
@@ -303,7 +304,7 @@ class Sweep:
         scored = [
             (r.spec.get("split", ""), float(r.metrics["objective"]))
             for r in self._recorded.values()
-            if r.status == PASS and r.metrics.get("objective") is not None
+            if r.status == ResultStatus.PASS and r.metrics.get("objective") is not None
         ]
         return max(scored, key=lambda item: item[1]) if scored else None
 
@@ -328,8 +329,8 @@ class Sweep:
             },
             "planned": planned,
             "covered": len(results),
-            "pass": sum(1 for r in results if r.status == PASS),
-            "fail": sum(1 for r in results if r.status == FAIL),
-            "pruned": sum(1 for r in results if r.status == PRUNED),
+            "pass": sum(1 for r in results if r.status == ResultStatus.PASS),
+            "fail": sum(1 for r in results if r.status == ResultStatus.FAIL),
+            "pruned": sum(1 for r in results if r.status == ResultStatus.PRUNED),
             "stopped": stopped,
         }

@@ -210,6 +210,25 @@ def test_up_records_what_the_link_carried_against_its_capacity(
     assert recorded.bottleneck in (Bottleneck.LINK, Bottleneck.UNCLEAR)
     assert recorded.cache_pays is True  # 100 Mbit/s is far slower than hashing
     assert "link bee: " in up.stderr and "the rpc-server cache pays" in up.stderr
+    # status shows the serving load's figures, from the record, as up said them.
+    status = cluster.run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    load = json.loads(status.stdout)["load"]
+    assert (load["run_id"], load["attempt"], load["load_seconds"]) == (
+        run.id,
+        attempt.number,
+        attempt.load_seconds,
+    )
+    [shown] = load["links"]
+    assert (shown["worker"], shown["bytes"]) == ("bee", recorded.bytes)
+    assert shown["capacity_bps"] == recorded.capacity_bps
+    assert shown["bottleneck"] == recorded.bottleneck.value and shown["cache_pays"] is True
+    table = cluster.run("status")
+    assert table.returncode == 0, table.stderr
+    title = f"links during the serving load (run {run.id}, attempt {attempt.number}, "
+    assert title in table.stdout
+    [row] = [line for line in table.stdout.splitlines() if line.startswith("│ bee ")]
+    assert f"│ {recorded.bytes / 1e6:.1f} MB │" in row and "│ pays (hash " in row
     assert_down_leaves_nothing(cluster)
 
 

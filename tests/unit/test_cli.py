@@ -122,7 +122,12 @@ def test_down_and_status_on_an_idle_cluster(config: dict[str, str]) -> None:
     assert down.returncode == 0 and "nothing was running" in down.stderr
     status = clusterctl("status", "--json", env=config)
     assert status.returncode == 0
-    assert json.loads(status.stdout) == {"components": [], "unreachable": {}, "daemon": None}
+    assert json.loads(status.stdout) == {
+        "components": [],
+        "unreachable": {},
+        "load": None,
+        "daemon": None,
+    }
 
 
 def test_logs_rejects_unknown_host_and_component(config: dict[str, str]) -> None:

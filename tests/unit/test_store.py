@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from cluster.errors import EXIT_STORE, StoreError
 from cluster.orchestration.linkstats import LinkLoad
+from cluster.records import AttemptOutcome, ResultStatus, RunKind, RunStatus
 from cluster.schema import SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_VERSION
 from cluster.store import Store, Throughput
 
@@ -192,3 +194,29 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     (tmp_path / "clusterctl.db").write_bytes(b"\x00garbage" * 512)
     with pytest.raises(StoreError, match="file is not a database"):
         Store(tmp_path)
+
+
+def test_records_carry_their_words_as_types(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        run_id = store.start_run(RunKind.LAUNCH, "p", {})
+        attempt = store.start_attempt(run_id, 1, "1/1", {})
+        store.finish_attempt(attempt, AttemptOutcome.READY, load_seconds=1.0)
+        store.record_result(run_id, "k", ResultStatus.PRUNED, spec={})
+        store.finish_run(run_id, RunStatus.OK, {})
+        run = store.run(run_id)
+        [loaded] = store.attempts(run_id)
+        [result] = store.results(run_id)
+    assert run is not None and run.kind is RunKind.LAUNCH and run.status is RunStatus.OK
+    assert loaded.outcome is AttemptOutcome.READY and result.status is ResultStatus.PRUNED
+    assert json.dumps([run.status, result.status]) == '["ok", "pruned"]'  # the plain words
+
+
+def test_a_row_with_a_word_this_version_does_not_know_names_the_row(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        run_id = store.start_run(RunKind.BENCH, "p", {})
+        store.finish_run(run_id, RunStatus.OK, {})
+    with sqlite3.connect(tmp_path / "clusterctl.db") as db:
+        db.execute("UPDATE runs SET status = 'paused' WHERE id = ?", (run_id,))
+    with Store(tmp_path) as store, pytest.raises(StoreError) as raised:
+        store.run(run_id)
+    assert f"run {run_id}: status:" in str(raised.value) and "'paused'" in str(raised.value)

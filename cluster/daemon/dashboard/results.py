@@ -18,11 +18,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from cluster.records import ResultStatus
 from cluster.report.files import report_files
 from cluster.report.points import best_point, current_split, points
 from cluster.report.sweep import sweep_markdown, verdict
 from cluster.report.tables import (
-    PASSED,
     result_rows,
     results_markdown,
     run_title,
@@ -134,7 +134,7 @@ def matrices(results: Sequence[Result]) -> list[Matrix]:
             i, j = shapes.index(str(row["shape"])), targets.index(str(row["target"]))
             before = cells[i][j]
             words = [*(before.words if before else []), str(row["result"])]
-            passed = (before.passed if before else True) and row["status"] == PASSED
+            passed = (before.passed if before else True) and row["status"] == ResultStatus.PASS
             cells[i][j] = Cell(words=words, passed=passed)
         found.append(Matrix(config=config, shapes=shapes, targets=targets, cells=cells))
     return found
@@ -145,13 +145,13 @@ def ladder(run: Run, results: Sequence[Result]) -> list[Step]:
     classes = {
         str(result.spec.get("target")): result.failure_class
         for result in results
-        if result.status != PASSED
+        if result.status != ResultStatus.PASS
     }
     steps = []
     for step in run.summary.get("ladder") or []:
         if not isinstance(step, dict) or not isinstance(step.get("target"), int):
             continue
-        passed = step.get("status") == PASSED
+        passed = step.get("status") == ResultStatus.PASS
         failure = None if passed else classes.get(str(step["target"]))
         steps.append(Step(target=step["target"], passed=passed, failure_class=failure))
     return steps
