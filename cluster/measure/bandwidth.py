@@ -24,6 +24,10 @@ share has none, the peak is unknown (never guessed). A share under 1% of the byt
 embedding row the head's CPU looks up when every layer is offloaded) is negligible: a head
 without a figure leaves it out of the floor instead of making the peak unknown.
 
+Above the peak is impossible: a fraction over ``ABOVE_PEAK`` says a host's
+``memory_bandwidth_gbs`` is set too low (seen on the GPU run: a CPU host's figure from a
+one-thread copy, a fraction of what its cores read together), and the text says so.
+
 ``TokenTraffic`` is the record: it is written into each bench and sweep point's metrics
 under ``traffic`` and read back by the reports.
 """
@@ -41,6 +45,8 @@ from cluster.llamacpp.gguf_info import HEAD_CPU_LABEL, ModelInfo, assign_layers,
 GB = 1e9
 # A device reading less than this part of a token's bytes does not need a bandwidth figure.
 NEGLIGIBLE = 0.01
+# Past the peak by more than measurement noise: the peak's figures are wrong, not the run.
+ABOVE_PEAK = 1.1
 
 
 class DeviceShare(BaseModel):
@@ -128,7 +134,10 @@ class TokenTraffic(BaseModel):
         fraction, peak = self.fraction(tg_tps), self.peak_gbs
         if fraction is None or peak is None:
             return f"{effective}, peak unknown"
-        return f"{effective}, {fraction:.0%} of {peak:.0f} GB/s"
+        shown = f"{effective}, {fraction:.0%} of {peak:.0f} GB/s"
+        if fraction > ABOVE_PEAK:
+            return f"{shown}: above the peak, so a host's memory_bandwidth_gbs is set too low"
+        return shown
 
 
 def format_gb(n: float) -> str:

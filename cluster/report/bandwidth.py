@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cluster.measure.bandwidth import TokenTraffic, format_gb
+from cluster.measure.bandwidth import ABOVE_PEAK, TokenTraffic, format_gb
 
 # The row keys this module adds, in the order tables and the CSV show them.
 FIELDS = ("bytes_per_token", "bandwidth_gbs", "peak_gbs", "bandwidth_fraction")
@@ -50,9 +50,10 @@ def gbs_text(value: float | None) -> str:
 
 
 def fraction_text(fraction: float | None, bandwidth: float | None) -> str:
-    """``42%``; ``?`` when a bandwidth was measured but the peak is unknown; ``-`` else."""
+    """``42%``; ``331% >peak`` past the peak (a host's memory_bandwidth_gbs is too low);
+    ``?`` when a bandwidth was measured but the peak is unknown; ``-`` else."""
     if fraction is not None:
-        return f"{fraction:.0%}"
+        return f"{fraction:.0%}" + (" >peak" if fraction > ABOVE_PEAK else "")
     return "?" if bandwidth is not None else "-"
 
 

@@ -24,6 +24,7 @@ from cluster.measure.bandwidth import (
     token_traffic,
     traffic_for,
 )
+from cluster.report.bandwidth import fraction_text
 from cluster.testbed.models import TINY, TINY_MOE, build_vocab, write_model
 
 N_VOCAB = len(build_vocab().tokens)
@@ -174,6 +175,19 @@ def test_effective_bandwidth_and_fraction() -> None:
     )
     assert unknown.utilisation_text(12.8) == "128 GB/s, peak unknown"
     assert unknown.unknown_hosts == ["bee", "evo"]
+
+
+def test_past_the_peak_says_a_bandwidth_figure_is_too_low() -> None:
+    """The GPU run: a CPU host's memory_bandwidth_gbs from a one-thread copy read 331%."""
+    traffic = TokenTraffic(
+        bytes_per_token=10 * 10**9,
+        devices=[DeviceShare(host="cpu", label="RPC0", bytes=10 * 10**9, bandwidth_gbs=20.0)],
+    )
+    assert traffic.utilisation_text(2.1) == "21 GB/s, 105% of 20 GB/s"  # within noise
+    assert traffic.utilisation_text(6.6) == (
+        "66 GB/s, 330% of 20 GB/s: above the peak, so a host's memory_bandwidth_gbs is set too low"
+    )
+    assert fraction_text(3.3, 66.0) == "330% >peak" and fraction_text(1.05, 21.0) == "105%"
 
 
 def test_record_round_trips_through_json(moe: ModelInfo) -> None:
