@@ -10,7 +10,6 @@ import typer
 
 from cluster.cli import render
 from cluster.cli.app import app, err, mutating, out, run_async, testbed_app
-from cluster.config.loader import resolve_sources
 from cluster.config.models import format_split
 from cluster.errors import EXIT_CHECK_FAILED, ClusterError
 from cluster.orchestration import control
@@ -26,21 +25,28 @@ DEFAULT_TESTBED_ROOT = Path("/tmp/clusterctl-testbed")  # noqa: S108
 @app.command()
 def demo(
     keep: Annotated[
-        bool, typer.Option(envvar="CLUSTERCTL_DEMO_KEEP", help="Leave it serving.")
+        bool,
+        typer.Option(
+            envvar="CLUSTERCTL_DEMO_KEEP", help="Leave the daemon running, serving the demo."
+        ),
     ] = False,
 ) -> None:
-    """The main job on the embedded default: health, up, bench, a screen, status, down."""
+    """The main job on the embedded default: health, up, bench, a screen, status; then the
+    daemon: a completion through its front door, a crash it recovers from, a queued bench,
+    its dashboard, and down (docs/demo.md)."""
+    from rich.markup import escape
+
     from cluster import demo as demo_mod
     from cluster.cli.progress import BarProgress
+    from cluster.demo_daemon import DaemonAct
     from cluster.measure.bench import BenchRequest, run_bench
     from cluster.measure.playbook import load_screen
     from cluster.measure.screen import Screen
     from cluster.report import tables
 
-    inventory, profile = demo_mod.prepare(lambda message: err.print(message))
-    hosts_file, playbooks = demo_mod.demo_config()
-    sources = resolve_sources(inventory, hosts_file)
-    screen_book, screen_path = load_screen(playbooks, demo_mod.DEMO_SCREEN)
+    setup = demo_mod.prepare(lambda message: err.print(message))
+    inventory, profile, hosts_file = setup.inventory, setup.profile, setup.hosts_file
+    screen_book, screen_path = load_screen(setup.playbooks_dir, demo_mod.DEMO_SCREEN)
 
     async def go() -> int:
         async with mutating(inventory) as pool:
@@ -50,14 +56,15 @@ def demo(
             if failed(checks):
                 return EXIT_CHECK_FAILED
             err.print(f"[bold]2. up {profile.name}[/] (split {format_split(profile.tensor_split)})")
-            store = Store(sources.state_dir)
+            store = Store(setup.state_dir)
             launcher = Launcher(inventory, profile, pool, store, say=lambda m: err.print(m))
-            result = await launcher.up()
-            out.print(
-                f"serving at {result.endpoint} after {result.attempts} attempt(s), "
-                f"load {result.load_seconds:.2f}s"
-            )
+            passed = False
             try:
+                result = await launcher.up()
+                out.print(
+                    f"serving at {result.endpoint} after {result.attempts} attempt(s), "
+                    f"load {result.load_seconds:.2f}s"
+                )
                 err.print("[bold]3. bench[/] (random prompt of 256 tokens, 64 generated)")
                 progress = BarProgress()
                 with progress.shown():
@@ -95,15 +102,22 @@ def demo(
                     f"recorded as runs {bench.run_id} and {screen.run_id}; to publish the "
                     f"screen: clusterctl --config {hosts_file} show {screen.run_id} --markdown"
                 )
+                passed = not screen.failed and bench.outcome.failure is None
             finally:
-                if not keep:
-                    err.print("[bold]6. down[/]")
+                if not passed:  # what serves is the daemon's to adopt only after a pass
+                    err.print("[bold]down[/] (the demo stops here)")
                     render.down(out, await control.down(pool, inventory))
-        return 0 if not screen.failed and bench.outcome.failure is None else EXIT_CHECK_FAILED
+        return 0 if passed else EXIT_CHECK_FAILED
 
     code = run_async(go)
     if code:
         raise typer.Exit(code)
+    # The lease is released: the daemon takes the cluster over from here.
+    DaemonAct(
+        setup,
+        step=lambda title: err.print(f"[bold]{escape(title)}[/]", highlight=False),
+        say=lambda line: out.print(line, markup=False, highlight=False),
+    ).run(keep=keep)
 
 
 @testbed_app.command("up")
