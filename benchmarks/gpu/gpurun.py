@@ -47,6 +47,7 @@ MODEL = WORK / "models" / "gpu-moe.gguf"
 PROFILE = "gpumoe"
 STALL = 20.0
 GPU_BUDGET_GIB = 10.5 if not LOCAL else 0.15
+SWEEP_FROM, SWEEP_TO = os.environ.get("SWEEP_RANGE", "0.2/0.8:0.9/0.1").split(":")
 
 
 def say(message: str) -> None:
@@ -198,7 +199,7 @@ def write_config(bin_dir: Path, cpu_gbs: float) -> None:
     for strategy in ("grid", "adaptive"):
         (books / "sweeps" / f"{strategy}.toml").write_text(
             f'profile = "{PROFILE}"\nstrategy = "{strategy}"\n'
-            'range = { start = "0.2/0.8", stop = "0.9/0.1", step = 0.1 }\n'
+            f"range = {{ start = \"{SWEEP_FROM}\", stop = \"{SWEEP_TO}\", step = 0.1 }}\n"
             "include_current = false\nprune = true\n[objective]\nmetric = \"tg_tps\"\n"
             '[measure]\nshape = "random"\ntokens = 512\ngen = 64\nrepeat = 2\nwarmup = 1\n'
             "stall_timeout_s = 120\nrequest_timeout_s = 600\n"
@@ -294,10 +295,21 @@ def llama_bench(split: str) -> dict[str, float]:
     return found
 
 
-def fit_estimates() -> dict[str, str]:
-    health = cli("health", PROFILE, "--json", "--quick")
-    checks = json.loads(health.stdout)["checks"] if health.stdout.strip() else []
-    return {c["host"]: c["value"] for c in checks if c["name"] == "fit"}
+def fit_estimates(split: str = "0.5/0.5") -> dict[str, float]:
+    """health's memory fit for the split, per host, in MiB: the same functions health calls
+    (the GGUF header, llama.cpp's layer assignment, KV cache, compute allowance)."""
+    from cluster.config.loader import load_inventory, load_profile
+    from cluster.config.models import parse_split
+    from cluster.config.resolve import devices_for
+    from cluster.llamacpp.gguf_info import estimate_memory, read_model_info
+
+    inventory = load_inventory(WORK / "hosts.toml")
+    profile = load_profile(WORK / "playbooks", PROFILE)
+    devices = devices_for(inventory, profile, parse_split(split))
+    needs = estimate_memory(
+        read_model_info([MODEL]), devices, profile.ctx_size, profile.parallel, 99, "ctl"
+    )
+    return {host: round(need / 2**20) for host, need in needs.items()}
 
 
 def core() -> None:
@@ -339,6 +351,8 @@ def hang_trial() -> dict[str, float]:
     """SIGSTOP the GPU's rpc-server once llama-server is loading; when is it reported?"""
     for cache in (WORK / "rpc-cache").glob("*"):
         shutil.rmtree(cache, ignore_errors=True)  # a cold load: long enough to stop midway
+    for old in (WORK / "run" / "ctl").glob("llama-server.log*"):
+        old.unlink()  # only this load's log may say load_tensors
     up = subprocess.Popen(
         [sys.executable, "-m", "cluster", "up", PROFILE, "--skip-health"],
         env=env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -372,8 +386,16 @@ def hang_trial() -> dict[str, float]:
 
 
 def sweep(strategy: str) -> None:
+    book = WORK / "playbooks" / "sweeps" / f"{strategy}.toml"
+    text = re.sub(
+        r"^range = .*$",
+        f'range = {{ start = "{SWEEP_FROM}", stop = "{SWEEP_TO}", step = 0.1 }}',
+        book.read_text(),
+        flags=re.M,
+    )
+    book.write_text(text)
     started = time.monotonic()
-    done = cli("sweep", strategy, "--json", timeout=590)
+    done = cli("sweep", strategy, "--json", "--skip-health", timeout=590)
     figures: dict[str, Any] = {"wall_s": round(time.monotonic() - started, 1)}
     if done.stdout.strip().startswith("{"):
         document = json.loads(done.stdout)
@@ -403,6 +425,8 @@ def main() -> int:
         core()
     elif step in ("grid", "adaptive"):
         sweep(step)
+    elif step == "hang":
+        save("hang", {"fit_estimate_mib": fit_estimates(), "hang": hang_trial()})
     else:
         raise SystemExit(f"unknown step {step}")
     return 0
