@@ -227,8 +227,9 @@ def test_up_records_what_the_link_carried_against_its_capacity(
     assert table.returncode == 0, table.stderr
     title = f"links during the serving load (run {run.id}, attempt {attempt.number}, "
     assert title in table.stdout
-    [row] = [line for line in table.stdout.splitlines() if line.startswith("│ bee ")]
-    assert f"│ {recorded.bytes / 1e6:.1f} MB │" in row and "│ pays (hash " in row
+    [row] = [line for line in table.stdout.splitlines() if "│ usb0 " in line]  # the links table
+    assert row.startswith("│ bee ") and f"│ {recorded.bytes / 1e6:.1f} MB │" in row
+    assert "│ pays (hash " in row
     assert_down_leaves_nothing(cluster)
 
 
