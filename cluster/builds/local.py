@@ -65,9 +65,7 @@ def _run(argv: list[str], log_file: Path, env: dict[str, str]) -> None:
     with log_file.open("ab") as log:
         log.write(f"$ {' '.join(argv)}\n".encode())
         log.flush()
-        completed = subprocess.run(
-            argv, stdout=log, stderr=subprocess.STDOUT, check=False, env=env
-        )
+        completed = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False, env=env)
     if completed.returncode != 0:
         command = " ".join(argv[:3])
         raise ClusterError(f"{command} failed with {completed.returncode}; see {log_file}")

@@ -318,4 +318,3 @@ class Profile(StrictModel):
                 key="api_key_env",
             )
         return SecretStr(value)
-

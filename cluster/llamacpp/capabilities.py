@@ -54,6 +54,7 @@ class BuildVersion:
     release: str | None = None  # "0.5.0-dev" in current builds; absent in legacy ones
     readable: bool = True
 
+
 @dataclass(frozen=True)
 class RpcDevice:
     """One device line of an rpc-server banner: ``CPU: Intel(R) Xeon(R) (24152 MiB, ... free)``."""

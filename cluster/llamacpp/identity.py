@@ -158,13 +158,10 @@ def compare(identities: Mapping[str, BuildIdentity]) -> tuple[Agreement, str]:
         same = f"same RPC protocol {proto}" if proto else "RPC protocol not read"
         return (
             Agreement.DIFFER,
-            f"hosts run different llama.cpp files ({listing}; {same}): results are not "
-            "comparable",
+            f"hosts run different llama.cpp files ({listing}; {same}): results are not comparable",
         )
     if unknown:
-        notes = "; ".join(
-            f"{name}: {identities[name].note or 'no files read'}" for name in unknown
-        )
+        notes = "; ".join(f"{name}: {identities[name].note or 'no files read'}" for name in unknown)
         return Agreement.UNKNOWN, f"build not identified on {', '.join(unknown)} ({notes})"
     digest = next(iter(digests.values()), "none")
     return Agreement.SAME, f"build {digest} on every host"

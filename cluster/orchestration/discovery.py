@@ -153,9 +153,7 @@ async def read_build(transport: Transport, *, probe_rpc: bool = False) -> HostBu
         version=version.raw if version and version.readable else None,
         note=note,
     )
-    return HostBuild(
-        host.name, names, found, line_buffer, version, caps, problem, probe_note
-    )
+    return HostBuild(host.name, names, found, line_buffer, version, caps, problem, probe_note)
 
 
 def _digest_note(exit_status: int, stderr: str, host: HostConfig) -> str:

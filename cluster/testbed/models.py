@@ -260,6 +260,7 @@ def _tensors(spec: TinyModelSpec, vocab: Vocab) -> list[tuple[str, npt.NDArray[A
     embd = weight(n_vocab, n_embd)
     embd[:, 0] = _BIAS_CHANNEL
     out: list[tuple[str, npt.NDArray[Any]]] = [("token_embd.weight", embd.astype(wtype))]
+
     def experts(*shape: int, writes_channel_0: bool = True) -> npt.NDArray[Any]:
         key = ("experts", shape, writes_channel_0)
         if spec.shared_weights and key in shared:
