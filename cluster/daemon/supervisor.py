@@ -36,6 +36,7 @@ from cluster.errors import ClusterError, LaunchError
 from cluster.llamacpp.client import LlamaClient
 from cluster.orchestration import processes
 from cluster.orchestration.control import LLAMA_SERVER, RPC_SERVER, stop_components
+from cluster.orchestration.discovery import HostBuild
 from cluster.orchestration.health import gate
 from cluster.orchestration.launch import Launcher
 from cluster.orchestration.retry import capped_backoff
@@ -243,12 +244,13 @@ class Supervisor:
             self.set_state(ServingState.RECOVERING, f"next restart in {wait:.0f}s")
             return
         self._stop_watch()
+        builds: dict[str, HostBuild] | None = None  # the gate's, so the launch reads none
         if self.gate_needed:
             # The first start, and after a link or host went away: the whole health gate.
             # After a crash or a hang the probe has just seen every host and link answer,
             # so the restart goes straight to the launch (its own checks still run).
             try:
-                await gate(self.ctx.pool, self.ctx.inventory, profile)
+                builds = await gate(self.ctx.pool, self.ctx.inventory, profile)
             except LaunchError as exc:
                 self.set_state(ServingState.DEGRADED, f"waiting for the health gate: {exc}")
                 return
@@ -264,7 +266,7 @@ class Supervisor:
             self.ctx.record.save_incident(self.incident)
             self.ctx.metrics.restarts.labels(self.incident.cls.value).inc()
         try:
-            result = await launcher.up()
+            result = await launcher.up(builds=builds)
         except LaunchError as exc:
             if self.incident is None:
                 await self._open_incident(Problem(IncidentClass.LAUNCH_FAILED, str(exc)))

@@ -30,6 +30,7 @@ from cluster.llamacpp.logs import FailureClass, match_signature
 from cluster.measure.request import RequestFailed, RequestSample, stream_completion
 from cluster.orchestration import processes, watchdog
 from cluster.orchestration.control import LLAMA_SERVER
+from cluster.orchestration.discovery import HostBuild
 from cluster.orchestration.failures import (
     AttemptFailed,
     llama_server_failure,
@@ -139,14 +140,18 @@ class Serving:
             self.say(f"reusing the running {self.profile.name} (split {self.split_text})")
             self.store.event(self.run_id, "reused_server", serving_key=self.launcher.serving_key)
             return
+        # The builds were read moments ago (by the reuse check, then the gate): the launch
+        # does not read them again.
+        builds: Mapping[str, HostBuild] = dict(self.launcher.host_builds)
         if health_gate:
             self.say(f"health gate for {self.profile.name}...")
-            await gate(self.pool, self.inventory, self.profile)
-        await self.restart()
+            builds = await gate(self.pool, self.inventory, self.profile)
+        await self.restart(builds)
 
-    async def restart(self) -> LaunchResult:
-        """Stop every component and bring the profile up again (with the launch retries)."""
-        result = await self.launcher.up(self.run_id)
+    async def restart(self, builds: Mapping[str, HostBuild] | None = None) -> LaunchResult:
+        """Stop every component and bring the profile up again (with the launch retries);
+        ``builds`` read by this command just before need not be read again."""
+        result = await self.launcher.up(self.run_id, builds=builds)
         self.loads.append(result)
         await self._connect()
         return result

@@ -114,3 +114,16 @@ def test_one_up_reads_each_hosts_build_once(
     # The launch recorded every host's build all the same, gated or not.
     digests = recorded_digests(tmp_path / "state")
     assert set(digests) == {"a", "b"} and digests["a"] == digests["b"] and len(digests["a"]) == 64
+
+
+@pytest.mark.parametrize(("gated", "readings"), [(True, 2), (False, 1)])
+def test_a_bench_reads_each_hosts_build_once_more_only_for_its_gate(
+    tmp_path: Path, config: dict[str, str], gated: bool, readings: int
+) -> None:
+    """bench first looks for a running server of the same build (one reading), then the
+    gate reads the hosts; the launch after it reads nothing again."""
+    args = ["bench", "p"] if gated else ["bench", "p", "--skip-health"]
+    result = clusterctl(*args, env=config)
+    assert result.returncode == EXIT_LAUNCH, result.stderr
+    assert " exited: exit status 1" in failed_attempt(result.stderr)  # the launch ran
+    assert build_readings(tmp_path) == {"a": readings, "b": readings}
