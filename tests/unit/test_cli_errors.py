@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from dashboard_support import free_port
 from support import REPO, clusterctl, one_error_line
 
 from cluster.cli.boundary import guarded, internal_line, one_line, verbosity
@@ -39,6 +40,7 @@ head = "a"
 transport = "local"
 link_address = "127.0.0.2"
 link_interface = "lo"
+rpc_port = {port_a}
 llama_bin_dir = "{root}/bin"
 run_dir = "{root}/run/a"
 
@@ -46,6 +48,7 @@ run_dir = "{root}/run/a"
 transport = "local"
 link_address = "127.0.0.3"
 link_interface = "lo"
+rpc_port = {port_b}
 llama_bin_dir = "{root}/bin"
 run_dir = "{root}/run/b"
 """
@@ -66,7 +69,10 @@ class Setup:
         (root / "bin").mkdir()  # an empty llama.cpp folder: health fails, nothing crashes
         for sub in ("screens", "sweeps"):
             (self.playbooks / sub).mkdir(parents=True)
-        self.hosts.write_text(HOSTS.format(root=root))
+        # Free ports: a cluster this machine serves meanwhile (the demo's) must not
+        # make the port check of these tests fail.
+        ports = {"port_a": free_port("127.0.0.2"), "port_b": free_port("127.0.0.3")}
+        self.hosts.write_text(HOSTS.format(root=root, **ports))
         (self.playbooks / "p.toml").write_text(PROFILE)
         (self.playbooks / "screens" / "s.toml").write_text(SCREEN)
         (self.playbooks / "sweeps" / "w.toml").write_text(SWEEP)
