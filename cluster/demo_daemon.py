@@ -274,6 +274,8 @@ class DaemonAct:
         if done.status is not JobStatus.DONE or done.run_id is None:
             message = done.message.splitlines()[0] if done.message else "no message"
             raise DemoFailed(f"job {done.id}: {done.describe} {done.status.value}: {message}")
+        # After a job the daemon restores the desired state (here: adopts what still serves).
+        self.until(self._serving, f"serving {self.profile} again after the job", SERVE_S)
         self.say(f"job {done.id}: {done.describe} {done.status.value} in {took:.1f} s: "
                  f"{self._bench_line(done.run_id)}")  # fmt: skip
 
@@ -364,8 +366,9 @@ class DaemonAct:
             if keep:
                 assert self.process is not None
                 self.say(
-                    f"the daemon (pid {self.process.pid}) keeps serving; stop it and what it "
-                    f"serves: clusterctl --config {self.setup.hosts_file} down"
+                    f"the daemon (pid {self.process.pid}) keeps serving; to stop it: kill "
+                    f"{self.process.pid} (what it serves keeps serving), then clusterctl "
+                    f"--config {self.setup.hosts_file} down"
                 )
             else:
                 self.down()

@@ -5,22 +5,52 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from support import clusterctl
 
+from cluster.daemon.client import DaemonClient
 from cluster.store import Store
 from cluster.testbed.network import find_leftovers
 
 DEMO_ROOT = Path.home() / ".local" / "state" / "clusterctl" / "demo"
 
 
+def _stop(pid: int) -> None:
+    """SIGTERM a daemon and wait until it is gone."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def demo_cleanup() -> Iterator[None]:
+    """What a failed (or timed out) demo left, its daemon and the components, is stopped
+    after the test, so the next test starts from nothing."""
+    yield
+    client = DaemonClient(DEMO_ROOT / "state" / "daemon.sock")
+    try:
+        if client.answers():
+            _stop(client.status().pid)
+    finally:
+        client.close()
+    if (DEMO_ROOT / "hosts.toml").exists():
+        clusterctl("--config", str(DEMO_ROOT / "hosts.toml"), "down", timeout=180)
+
+
 @pytest.mark.slow
-def test_demo_runs_the_main_job_then_the_daemon_and_leaves_nothing(current_bin: Path) -> None:
-    result = clusterctl("demo")
+def test_demo_runs_the_main_job_then_the_daemon_and_leaves_nothing(
+    current_bin: Path, demo_cleanup: None
+) -> None:
+    result = clusterctl("demo", timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     steps = ("1. health", "2. up demo-tiny", "3. bench", "4. screen demo-shapes", "5. status")
@@ -67,8 +97,40 @@ def test_demo_runs_the_main_job_then_the_daemon_and_leaves_nothing(current_bin: 
 
 
 @pytest.mark.slow
+def test_demo_keep_leaves_the_daemon_serving_and_its_stop_line_stops_everything(
+    current_bin: Path,
+    demo_cleanup: None,
+) -> None:
+    result = clusterctl("demo", "--keep", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "10. dashboard" in result.stderr and "11. down" not in result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    stop = re.fullmatch(r"the daemon \(pid (\d+)\) keeps serving; to stop it: kill (\d+) "
+                        r"\(what it serves keeps serving\), then clusterctl --config (\S+) down",
+                        last)  # fmt: skip
+    assert stop and stop[1] == stop[2], last
+    pid, hosts_file = int(stop[1]), stop[3]
+    dashboard = re.search(r"dashboard: (http://127.0.0.1:\d+/)", result.stdout)
+    assert dashboard
+    try:
+        client = DaemonClient(DEMO_ROOT / "state" / "daemon.sock")
+        status = client.status()
+        client.close()
+        assert status.pid == pid and status.state.value == "serving", status.state_reason
+        assert httpx.get(dashboard[1], timeout=30).status_code == 200
+    finally:  # the line's two commands, as a user runs them
+        _stop(pid)
+        down = clusterctl("--config", hosts_file, "down")
+    assert down.returncode == 0, down.stderr
+    assert "evo: llama-server: terminated" in down.stderr
+    leftovers = subprocess.run(["pgrep", "-f", "clusterctl/demo"], capture_output=True, text=True)
+    assert leftovers.stdout == ""
+
+
+@pytest.mark.slow
 def test_demo_whose_daemon_cannot_start_says_why_in_one_line_and_leaves_nothing(
     current_bin: Path,
+    demo_cleanup: None,
 ) -> None:
     state = DEMO_ROOT / "state"
     state.mkdir(parents=True, exist_ok=True)
@@ -76,7 +138,7 @@ def test_demo_whose_daemon_cannot_start_says_why_in_one_line_and_leaves_nothing(
         squatter.bind(str(state / "daemon.sock"))
         squatter.listen()
         try:
-            result = clusterctl("demo")
+            result = clusterctl("demo", timeout=300)
         finally:
             (state / "daemon.sock").unlink()
     assert "Traceback" not in result.stderr + result.stdout
