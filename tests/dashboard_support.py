@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from support import user_env
+
 from cluster.daemon.client import DaemonClient
 from cluster.daemon.models import DaemonStatus
 
@@ -108,7 +110,7 @@ class LocalDaemon:
         return DaemonClient(self.state_dir / "daemon.sock")
 
     def env(self) -> dict[str, str]:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERCTL_")}
+        clean = user_env()
         return {
             **clean,
             "CLUSTERCTL_CONFIG": str(self.root / "hosts.toml"),

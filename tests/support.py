@@ -24,11 +24,21 @@ from cluster.testbed.bed import Testbed
 REPO = Path(__file__).resolve().parent.parent
 
 
+def user_env() -> dict[str, str]:
+    """This environment without the CLUSTERCTL_ variables a user would not have set, but
+    with the cache's: the builds and models are this run's, never a warmer ``~/.cache``."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CLUSTERCTL_") or k == "CLUSTERCTL_CACHE"
+    }
+
+
 def clusterctl(
     *args: str, env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m cluster`` as a user would, with no CLUSTERCTL_ variable inherited."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERCTL_")}
+    """Run ``python -m cluster`` as a user would (``user_env``)."""
+    clean = user_env()
     return subprocess.run(
         [sys.executable, "-m", "cluster", *args],
         capture_output=True,

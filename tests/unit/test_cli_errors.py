@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import typer
 from dashboard_support import free_port
-from support import REPO, clusterctl, one_error_line
+from support import REPO, clusterctl, one_error_line, user_env
 
 from cluster.cli.boundary import guarded, internal_line, one_line, verbosity
 from cluster.errors import (
@@ -478,7 +477,7 @@ run()
 def inject(setup: Setup, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """The real entry point in a subprocess, with ``control.status`` replaced by one that
     raises what no code expects."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERCTL_")}
+    clean = user_env()
     return subprocess.run(
         [sys.executable, "-c", INJECT, *args],
         capture_output=True,
