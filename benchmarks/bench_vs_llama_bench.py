@@ -77,9 +77,10 @@ from cluster.builds.local import GENERATIONS, ensure_build
 from cluster.config.loader import load_inventory
 from cluster.orchestration import processes
 from cluster.orchestration.control import LLAMA_SERVER
-from cluster.testbed.bed import Testbed, TestbedSpec, create, toml_value
+from cluster.testbed.bed import Testbed, TestbedSpec, create
 from cluster.testbed.models import LOADABLE_SLOW, TINY, cached_model
 from cluster.testbed.network import namespace_pids
+from cluster.testbed.tomltext import toml_value
 from cluster.transport.pool import HostPool
 
 REPO = Path(__file__).resolve().parent.parent

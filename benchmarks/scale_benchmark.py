@@ -56,8 +56,9 @@ import time
 from pathlib import Path
 
 from cluster.builds.local import GENERATIONS, ensure_build
-from cluster.testbed.bed import Testbed, TestbedSpec, create, toml_value
+from cluster.testbed.bed import Testbed, TestbedSpec, create
 from cluster.testbed.models import TINY, cached_model
+from cluster.testbed.tomltext import toml_value
 
 REPO = Path(__file__).resolve().parent.parent
 PORT = 18080

@@ -30,8 +30,9 @@ from pathlib import Path
 
 from cluster.builds.local import GENERATIONS, ensure_build
 from cluster.store import Store
-from cluster.testbed.bed import TestbedSpec, create, toml_value
+from cluster.testbed.bed import TestbedSpec, create
 from cluster.testbed.models import LOADABLE_SLOW, cached_model
+from cluster.testbed.tomltext import toml_value
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -37,9 +37,10 @@ from pathlib import Path
 
 from cluster.builds.local import GENERATIONS, ensure_build
 from cluster.store import Store
-from cluster.testbed.bed import Testbed, TestbedSpec, create, toml_value
+from cluster.testbed.bed import Testbed, TestbedSpec, create
 from cluster.testbed.models import LOADABLE_SLOW, TINY, cached_model
 from cluster.testbed.network import namespace_pids
+from cluster.testbed.tomltext import toml_value
 
 REPO = Path(__file__).resolve().parent.parent
 PORT, RPC_PORT = 18080, 50052

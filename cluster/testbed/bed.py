@@ -22,8 +22,6 @@ host's namespace the way a real fault would change the machine.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import math
 import os
 import re
 import subprocess
@@ -31,118 +29,33 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import structlog
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import ValidationError
 
 from cluster.testbed import network
 from cluster.testbed.network import (
     LINK_IFACE,
     MGMT_IFACE,
-    TAG_PATTERN,
-    LinkShaping,
-    NetworkLayout,
     TestbedError,
 )
+from cluster.testbed.spec import RATE_PATTERN, TestbedHost, TestbedRecord, TestbedSpec
 from cluster.testbed.sshd import (
-    SshdInstance,
     generate_key,
     known_hosts_text,
     plan_sshd,
     prepare_sshd,
     start_sshd,
 )
+from cluster.testbed.tomltext import toml_key, toml_value
+
+__all__ = ["Testbed", "TestbedHost", "TestbedRecord", "TestbedSpec", "create"]
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_NAMES = ("evo", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ant", "yak")
-RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?([kmgt]?(bit|bps))$"
 RPC_PORT = 50052
 STATE_FILE = "testbed.json"
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+@=,-]*$")
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TestbedSpec(_Record):
-    """What to build: how many hosts, their names (the first is the head), and the link."""
-
-    __test__ = False  # not a pytest test class, despite the name
-
-    n_hosts: int = Field(default=2, ge=1, le=len(DEFAULT_NAMES))
-    names: tuple[str, ...] = DEFAULT_NAMES
-    root: Path
-    tag: str = Field(default_factory=network.free_tag, pattern=TAG_PATTERN)
-    link_rate: str | None = Field(default="1gbit", pattern=RATE_PATTERN)
-    link_delay_ms: float | None = Field(default=0.2, ge=0)
-    # Hosts run commands without the login user's ~/.bashrc. Every host's shells run on
-    # this machine's cores; a heavy .bashrc (pyenv, conda) then costs each command of each
-    # host ~0.1 core-second here, CPU that real hosts would each spend on their own.
-    clean_shell: bool = False
-
-    @field_validator("root")
-    @classmethod
-    def _absolute(cls, root: Path) -> Path:
-        # sshd_config and hosts.toml need absolute paths; namespaces share the cwd anyway.
-        return root.absolute()
-
-    @model_validator(mode="after")
-    def _check(self) -> TestbedSpec:
-        if self.n_hosts > len(self.names):
-            raise ValueError(f"n_hosts = {self.n_hosts} but only {len(self.names)} names")
-        if len(set(self.host_names)) != self.n_hosts:
-            raise ValueError("host names must be unique")
-        for name in self.host_names:
-            if not re.match(r"^[a-z][a-z0-9]{0,11}$", name) or name == "link":
-                raise ValueError(f"host name {name!r}: 1-12 lowercase letters/digits, not 'link'")
-        if not _SAFE_PATH.match(str(self.root)):
-            raise ValueError(f"root {self.root}: only letters, digits and _./+@=,- please")
-        return self
-
-    @property
-    def host_names(self) -> tuple[str, ...]:
-        return self.names[: self.n_hosts]
-
-
-class TestbedHost(_Record):
-    """One host as tests and the inventory see it."""
-
-    __test__ = False
-
-    name: str
-    namespace: str
-    mgmt_address: ipaddress.IPv4Address
-    link_address: ipaddress.IPv4Address
-    run_dir: Path
-    rpc_cache_dir: Path
-    sshd: SshdInstance
-
-
-class TestbedRecord(_Record):
-    """The persisted description of one testbed (``<root>/testbed.json``)."""
-
-    __test__ = False
-
-    version: Literal[1] = 1
-    status: Literal["creating", "up", "destroyed"]
-    spec: TestbedSpec
-    network: NetworkLayout
-    hosts: tuple[TestbedHost, ...]
-    client_key: Path
-    known_hosts: Path
-    authorized_keys: Path
-    state_dir: Path
-    shaping: LinkShaping | None = None
 
 
 class Testbed:
@@ -492,44 +405,3 @@ def _build(bed: Testbed) -> None:
         bed.save()
     bed.record = bed.record.model_copy(update={"status": "up"})
     bed.save()
-
-
-def toml_key(key: str) -> str:
-    """A TOML key: bare when it can be, else a quoted string."""
-    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else toml_string(key)
-
-
-def toml_string(text: str) -> str:
-    """A TOML basic string, escaping what TOML requires (quote, backslash, controls)."""
-    named = {'"': '"', "\\": "\\", "\b": "b", "\t": "t", "\n": "n", "\f": "f", "\r": "r"}
-    out = []
-    for ch in text:
-        if ch in named:
-            out.append("\\" + named[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def toml_value(value: object) -> str:
-    """One TOML value from a Python str, Path, address, bool, int, float, list or dict."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str | Path | ipaddress.IPv4Address):
-        return toml_string(str(value))
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        items = (f"{toml_key(str(k))} = {toml_value(v)}" for k, v in value.items())
-        return "{" + ", ".join(items) + "}"
-    raise TestbedError(f"cannot write {type(value).__name__} {value!r} as TOML")

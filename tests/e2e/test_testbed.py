@@ -22,8 +22,9 @@ import pytest
 from cluster.config.loader import load_inventory
 from cluster.testbed import bed as bed_module
 from cluster.testbed import network
-from cluster.testbed.bed import Testbed, TestbedSpec, create, toml_string
+from cluster.testbed.bed import Testbed, TestbedSpec, create
 from cluster.testbed.network import TestbedError
+from cluster.testbed.tomltext import toml_string
 
 pytestmark = [
     pytest.mark.testbed,
