@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# How long a cancelled task may take to end before it is cancelled again.
+RECANCEL_S = 1.0
 
 
 def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -37,3 +40,21 @@ async def together(*awaitables: Awaitable[T]) -> list[T]:
 
 async def _wrap(awaitable: Awaitable[T]) -> T:
     return await awaitable
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel the tasks and wait until every one has ended, cancelling again those still
+    running after ``RECANCEL_S``. A cancellation can be lost: Python 3.11's
+    ``asyncio.wait_for``, which asyncssh's ``run`` uses, returns the command's result
+    instead when both arrive together, and a loop that lost it (a progress sampler, the
+    lease's renewal) would go on forever and hold whoever waits for it (a screen hung
+    there). A cancellation of the caller's own task while it waits here still ends it
+    (Ctrl-C, `down`). What the tasks raised on the way out is retrieved, not raised."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()

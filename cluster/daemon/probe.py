@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cluster import facts
+from cluster.concurrency import cancel_and_wait
 from cluster.config.models import HostConfig, Inventory, Profile
 from cluster.config.resolve import serving_hosts
 from cluster.daemon.models import IncidentClass
@@ -190,5 +191,4 @@ class RequestWatch:
                         f"timeout {self.stall_s:g}s; llama-server {state})",
                     )
         finally:
-            sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
+            await cancel_and_wait(sampler)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cluster.concurrency import cancel_and_wait
 from cluster.config.models import Inventory, Profile
 from cluster.llamacpp.client import LlamaClient
 from cluster.llamacpp.logs import FailureClass, match_signature
@@ -223,9 +224,7 @@ class Serving:
                 LLAMA_SERVER,
             ) from None
         finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
 
     async def _outcome(self, task: asyncio.Task[RequestSample]) -> RequestSample:
         try:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import structlog
 
+from cluster.concurrency import cancel_and_wait
 from cluster.config.models import Inventory
 from cluster.errors import ClusterBusy, ClusterError
 from cluster.transport.base import Transport
@@ -207,8 +208,7 @@ async def hold(
     try:
         yield me
     finally:
-        renewer.cancel()
-        await asyncio.gather(renewer, return_exceptions=True)
+        await cancel_and_wait(renewer)
         with contextlib.suppress(ClusterError):
             await lease.op("release", me.token)
 

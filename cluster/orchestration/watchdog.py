@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from cluster.concurrency import cancel_and_wait
+
 T = TypeVar("T")
 
 LINK_PROGRESS_BYTES = 64 * 1024
@@ -193,12 +195,13 @@ class Watchdog(Generic[T]):
         self._sleep = sleep
         self.sample_s = sample_s
         self.check_s = check_s
+        self._watching = False
 
     def chunk(self) -> None:
         self.clock.chunk(self.now())
 
     async def _sampler(self) -> None:
-        while True:
+        while self._watching:
             sample = await self._sample()
             self.clock.sample(self.now(), sample)
             await self._sleep(self.sample_s)
@@ -211,13 +214,14 @@ class Watchdog(Generic[T]):
             await self._sleep(step_s)
 
     async def _checker(self) -> None:
-        while True:
+        while self._watching:
             expired = judge(self.clock, self.now(), self.limits)
             if expired is not None:
                 raise expired
             await self._sleep(self.check_s)
 
     async def watch(self, step: Callable[[], Awaitable[T | None]], step_s: float = 0.5) -> T:
+        self._watching = True
         stepper = asyncio.ensure_future(self._stepper(step, step_s))
         guards = (asyncio.ensure_future(self._checker()), asyncio.ensure_future(self._sampler()))
         try:
@@ -230,8 +234,5 @@ class Watchdog(Generic[T]):
                     guard.result()
             raise AssertionError("a watchdog task ended without a result")  # pragma: no cover
         finally:
-            for task in (stepper, *guards):
-                task.cancel()
-            # gather, not a suppressed await: a cancellation of this task that arrives
-            # while its helpers wind down must still cancel it (Ctrl-C, `down`).
-            await asyncio.gather(stepper, *guards, return_exceptions=True)
+            self._watching = False
+            await cancel_and_wait(stepper, *guards)

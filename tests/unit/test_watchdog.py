@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import os
@@ -272,3 +273,53 @@ def test_a_cancellation_that_arrives_while_the_watch_winds_down_is_not_swallowed
         return "returned"
 
     assert asyncio.run(go()) == "cancelled"
+
+
+def test_a_sampler_that_loses_its_cancellation_does_not_hold_the_watch() -> None:
+    """Python 3.11's asyncio.wait_for (inside asyncssh's run) returns the command's result
+    when it arrives together with the cancellation: the sampler then goes on as if never
+    cancelled. The watch must still end with the step's result (a screen hung there)."""
+
+    async def loses_it() -> Sample:
+        with contextlib.suppress(asyncio.CancelledError):  # the result came in with it
+            await asyncio.sleep(0.01)
+        return Sample(0, 0)
+
+    async def step() -> str | None:
+        await asyncio.sleep(0.05)
+        return "served"
+
+    async def go() -> str:
+        dog: Watchdog[str] = Watchdog(Limits(60, 600), loses_it, sample_s=0.001)
+        return await asyncio.wait_for(dog.watch(step, 0.01), 10)
+
+    assert asyncio.run(go()) == "served"
+
+
+def test_a_helper_stuck_after_a_lost_cancellation_is_cancelled_again() -> None:
+    """A sample that lost one cancellation and then waits for a command that never ends
+    (an ssh channel that never closes) is cancelled again after WIND_DOWN_S."""
+    cancels = []
+
+    async def stuck() -> Sample:
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            cancels.append("lost")
+            try:
+                await asyncio.sleep(3600)  # the next command never finishes
+            except asyncio.CancelledError:
+                cancels.append("taken")
+                raise
+        return Sample(0, 0)
+
+    async def step() -> str | None:
+        await asyncio.sleep(0.05)
+        return "served"
+
+    async def go() -> str:
+        dog: Watchdog[str] = Watchdog(Limits(60, 600), stuck, sample_s=0.001)
+        return await asyncio.wait_for(dog.watch(step, 0.01), 10)
+
+    assert asyncio.run(go()) == "served"
+    assert cancels == ["lost", "taken"]
