@@ -12,13 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from support import user_env
+from support import DaemonWaits, user_env
 
 from cluster.daemon.client import DaemonClient
 from cluster.daemon.models import DaemonStatus
@@ -89,7 +87,7 @@ SWEEP = (
 
 
 @dataclass
-class LocalDaemon:
+class LocalDaemon(DaemonWaits):
     """``clusterctl daemon`` of a local cluster in ``root``, and a client of its socket."""
 
     root: Path
@@ -142,24 +140,9 @@ class LocalDaemon:
         finally:
             client.close()
 
-    def until(
-        self, ready: Callable[[DaemonStatus], bool], what: str, timeout: float = 120
-    ) -> DaemonStatus:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.log()
-            status = self.status()
-            if status is not None and ready(status):
-                return status
-            time.sleep(0.1)
-        raise AssertionError(f"{what}: not within {timeout}s\n{self.log()[-3000:]}")
-
-    def serving(self, timeout: float = 120) -> DaemonStatus:
-        return self.until(lambda s: s.state.value == "serving", "serving", timeout)
-
-    def log(self) -> str:
-        path = self.root / "daemon.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    @property
+    def log_path(self) -> Path:
+        return self.root / "daemon.log"
 
     def component_pid(self, host: str, component: str) -> int:
         """The component process itself (the child of its wrapper shell)."""

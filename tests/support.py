@@ -278,7 +278,38 @@ def fake_sdist(folder: Path, version: str, extra: str = "") -> Path:
     return archive
 
 
-class DaemonProcess:
+class DaemonWaits:
+    """Waiting on a `clusterctl daemon` a test started: its status until a condition holds,
+    and its log when it does not. Subclasses give ``process``, ``status`` and ``log_path``."""
+
+    process: subprocess.Popen[str] | None
+
+    @property
+    def log_path(self) -> Path:
+        raise NotImplementedError
+
+    def status(self) -> DaemonStatus | None:
+        raise NotImplementedError
+
+    def until(self, ready: Callable[[DaemonStatus], bool], what: str, timeout: float = 120) -> DaemonStatus:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log()
+            status = self.status()
+            if status is not None and ready(status):
+                return status
+            time.sleep(0.1)
+        raise AssertionError(f"{what}: not within {timeout}s\n{self.log()[-3000:]}")
+
+    def serving(self, timeout: float = 120) -> DaemonStatus:
+        return self.until(lambda s: s.state.value == "serving", "serving", timeout)
+
+    def log(self) -> str:
+        path = self.log_path
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+class DaemonProcess(DaemonWaits):
     """A `clusterctl daemon` process of the test's cluster, and a client of its API."""
 
     def __init__(self, cluster: Cluster) -> None:
@@ -304,22 +335,9 @@ class DaemonProcess:
         except Exception:
             return None
 
-    def until(self, ready: Callable[[DaemonStatus], bool], what: str, timeout: float = 120) -> DaemonStatus:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.log()
-            status = self.status()
-            if status is not None and ready(status):
-                return status
-            time.sleep(0.1)
-        raise AssertionError(f"{what}: not within {timeout}s\n{self.log()[-3000:]}")
-
-    def serving(self, timeout: float = 120) -> DaemonStatus:
-        return self.until(lambda s: s.state.value == "serving", "serving", timeout)
-
-    def log(self) -> str:
-        path = self.cluster.root / "daemon.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    @property
+    def log_path(self) -> Path:
+        return self.cluster.root / "daemon.log"
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         assert self.process is not None
